@@ -1,0 +1,85 @@
+#!/bin/sh
+# boot.sh IMAGE SCENARIO [DISK.img ...]
+#
+# Boots Debian's cloud kernel (fetch-kernel.sh) in qemu TCG with the initramfs
+# IMAGE (build-image.sh) and runs /scenarios/SCENARIO.sh inside; each DISK is a
+# raw virtio disk (/dev/vda, /dev/vdb, ...). The console (ttyS0) is stdout.
+# SCENARIO "shell" gives an interactive busybox shell on the console.
+#
+# Exit status: 0 iff the console showed "DMULOGD-RESULT: PASS"; 124 on timeout;
+# 1 otherwise.
+#
+# Environment:
+#   BOOT_TIMEOUT   seconds before qemu is killed (default 600); the guest's own
+#                  watchdog fires 20 s earlier and dumps its state
+#   BOOT_MEM       guest memory (default 512M)
+#   BOOT_SMP       guest CPUs (default 1)
+#   BOOT_APPEND    extra kernel command line words
+#   BOOT_KERNEL    vmlinuz to boot (default: fetch-kernel.sh)
+#   QEMU           qemu binary (default qemu-system-x86_64)
+set -u
+
+if [ $# -lt 2 ]; then
+    echo "usage: $0 IMAGE SCENARIO [DISK.img ...]" >&2
+    exit 2
+fi
+image=$1
+scenario=$2
+shift 2
+
+here=$(cd "$(dirname "$0")" && pwd)
+timeout_s=${BOOT_TIMEOUT:-600}
+mem=${BOOT_MEM:-512M}
+smp=${BOOT_SMP:-1}
+qemu=${QEMU:-qemu-system-x86_64}
+kernel=${BOOT_KERNEL:-}
+if [ -z "$kernel" ]; then
+    kernel=$("$here/fetch-kernel.sh") || { echo "boot.sh: fetch-kernel.sh failed" >&2; exit 1; }
+fi
+[ -f "$image" ] || { echo "boot.sh: no image $image" >&2; exit 1; }
+
+drives=""
+n=0
+for d in "$@"; do
+    [ -f "$d" ] || [ -b "$d" ] || { echo "boot.sh: no disk $d" >&2; exit 1; }
+    n=$((n + 1))
+done
+
+gtimeout=0
+if [ "$timeout_s" -gt 60 ]; then
+    gtimeout=$((timeout_s - 20))
+fi
+
+append="console=ttyS0 rdinit=/init panic=-1 quiet loglevel=4 dmulogd.scenario=$scenario dmulogd.disks=$n dmulogd.timeout=$gtimeout ${BOOT_APPEND:-}"
+
+# Build the argument list in "$@" (POSIX sh has no arrays).
+for d in "$@"; do
+    set -- "$@" -drive "file=$d,format=raw,if=virtio,cache=unsafe"
+    shift
+done
+
+log=$(mktemp "${TMPDIR:-/tmp}/dmulogd-console.XXXXXX")
+trap 'rm -f "$log"' EXIT
+
+if [ "$scenario" = shell ] && [ -t 0 ]; then
+    # Interactive: no timeout, console on the terminal.
+    exec "$qemu" -accel tcg -cpu max -m "$mem" -smp "$smp" -nographic -nic none -no-reboot \
+        -kernel "$kernel" -initrd "$image" -append "$append" "$@"
+fi
+
+# -serial mon:stdio is what -nographic does; stdin from /dev/null so that a
+# non-interactive run never waits on the terminal.
+timeout -k 10 "$timeout_s" "$qemu" -accel tcg -cpu max -m "$mem" -smp "$smp" \
+    -nographic -nic none -no-reboot -kernel "$kernel" -initrd "$image" -append "$append" \
+    "$@" </dev/null 2>&1 | tee "$log"
+rc=0
+# POSIX sh cannot see the pipeline's first status; the console tells.
+if tr -d '\r' <"$log" | grep -q '^DMULOGD-RESULT: PASS$'; then
+    rc=0
+elif tr -d '\r' <"$log" | grep -q '^DMULOGD-RESULT: FAIL'; then
+    rc=1
+else
+    echo "boot.sh: no DMULOGD-RESULT line on the console (timeout ${timeout_s}s or guest crash)" >&2
+    rc=124
+fi
+exit $rc

@@ -1,0 +1,367 @@
+# Helpers for the guest scenarios (busybox sh). Sourced by /init and by every
+# scenario: `. /scenarios/lib.sh`.
+#
+# Verdict: a scenario ends with `pass` or `fail "reason"`, or simply exits
+# (status 0 = PASS). Exactly one line "DMULOGD-RESULT: PASS" or
+# "DMULOGD-RESULT: FAIL <reason>" reaches the console; the guest then powers off.
+#
+# Environment a scenario may set before calling helpers:
+#   DMULOGD_START=daemon|foreground  how start_daemon runs dm-ulogd (default daemon)
+#   DMULOGD_LOG                      the daemon's log file (default /tmp/dm-ulogd.log)
+#   MIRROR_FEATURES                  appended to mirror tables, e.g. "1 handle_errors"
+
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin
+export DM_DISABLE_UDEV=1
+DMULOGD_LOG=${DMULOGD_LOG:-/tmp/dm-ulogd.log}
+DMULOGD_PIDFILE=${DMULOGD_PIDFILE:-/run/dm-ulogd.pid}
+DMULOGD_START=${DMULOGD_START:-daemon}
+_RESULT_LOCK=/run/dmulogd-result.lock
+_CONSOLE=/dev/console
+[ -w "$_CONSOLE" ] || _CONSOLE=/dev/stdout
+
+# ---------------------------------------------------------------- messages
+
+log() { echo "[$(cut -d' ' -f1 /proc/uptime)] $*" >"$_CONSOLE"; }
+
+# Current time in tenths of a second since boot.
+now_ds() { awk '{ printf "%d\n", $1 * 10 }' /proc/uptime; }
+
+# ---------------------------------------------------------------- verdict
+
+_power_off() {
+    if [ "${DMULOGD_SHELL:-0}" = 1 ]; then
+        return 0
+    fi
+    sync
+    poweroff -f
+    sleep 60
+}
+
+# Dump what helps to understand a failure: kernel log, dm state, daemon log.
+dump_state() {
+    {
+        echo "=== dmsetup table"
+        dmsetup table 2>&1
+        echo "=== dmsetup status"
+        dmsetup status 2>&1
+        echo "=== dmesg | tail -50"
+        dmesg | tail -50
+        if [ -s "$DMULOGD_LOG" ]; then
+            echo "=== dm-ulogd log ($DMULOGD_LOG, last 100 lines)"
+            tail -100 "$DMULOGD_LOG"
+        fi
+        if [ -s /tmp/syslog ]; then
+            echo "=== syslog (last 50 lines)"
+            tail -50 /tmp/syslog
+        fi
+        echo "=== end of dump"
+    } >"$_CONSOLE" 2>&1
+}
+
+# fail "reason": dump state, print the FAIL line, power off. Safe to call from
+# subshells and command substitutions (writes to the console directly). The
+# first verdict wins; a later one waits for the power-off.
+fail() {
+    if mkdir "$_RESULT_LOCK" 2>/dev/null; then
+        dump_state
+        printf '\nDMULOGD-RESULT: FAIL %s\n' "$*" >"$_CONSOLE"
+        _power_off
+    fi
+    [ "${DMULOGD_SHELL:-0}" = 1 ] && return 1
+    while :; do sleep 60; done
+}
+
+pass() {
+    if mkdir "$_RESULT_LOCK" 2>/dev/null; then
+        printf '\nDMULOGD-RESULT: PASS\n' >"$_CONSOLE"
+        _power_off
+    fi
+    [ "${DMULOGD_SHELL:-0}" = 1 ] && return 0
+    while :; do sleep 60; done
+}
+
+# run CMD...: run a command, fail with its output when it fails.
+run() {
+    _out=$("$@" 2>&1)
+    _rc=$?
+    if [ $_rc -ne 0 ]; then
+        echo "$_out" >"$_CONSOLE"
+        fail "command failed ($_rc): $*"
+    fi
+    [ -n "$_out" ] && echo "$_out"
+    return 0
+}
+
+# ---------------------------------------------------------------- daemon
+
+# Is some process listening on the dm connector group (netlink protocol 11,
+# group 7 = bit 0x40 of the Groups column of /proc/net/netlink)?
+daemon_listening() {
+    while read -r _sk _eth _pid _groups _rest; do
+        [ "$_eth" = 11 ] || continue
+        [ "$_pid" = 0 ] && continue
+        case $_groups in *[!0-9a-fA-F]*|"") continue ;; esac
+        if [ $((0x$_groups & 0x40)) -ne 0 ]; then
+            return 0
+        fi
+    done </proc/net/netlink
+    return 1
+}
+
+# wait_listening SECONDS
+wait_listening() {
+    _deadline=$(( $(now_ds) + $1 * 10 ))
+    while ! daemon_listening; do
+        [ "$(now_ds)" -lt "$_deadline" ] || return 1
+        sleep 0.1
+    done
+    return 0
+}
+
+# start_daemon [ARGS...]: start dm-ulogd and wait until it listens.
+# DMULOGD_START=daemon (default): `dm-ulogd --daemon --pidfile P ARGS`; the parent
+# must exit 0 only once the child listens, which is checked.
+# DMULOGD_START=foreground: `dm-ulogd ARGS &`, then poll for the listener.
+start_daemon() {
+    case $DMULOGD_START in
+        foreground)
+            dm-ulogd "$@" >>"$DMULOGD_LOG" 2>&1 &
+            echo $! >"$DMULOGD_PIDFILE"
+            wait_listening 10 || fail "dm-ulogd is not listening on connector group 7 after 10 s"
+            ;;
+        *)
+            dm-ulogd --daemon --pidfile "$DMULOGD_PIDFILE" "$@" >>"$DMULOGD_LOG" 2>&1
+            _rc=$?
+            [ $_rc -eq 0 ] || fail "dm-ulogd --daemon $* exited with status $_rc"
+            daemon_listening || fail "dm-ulogd --daemon returned before its child listened"
+            ;;
+    esac
+    log "dm-ulogd started (pid $(daemon_pid))"
+}
+
+daemon_pid() { cat "$DMULOGD_PIDFILE" 2>/dev/null; }
+
+daemon_alive() {
+    _p=$(daemon_pid)
+    [ -n "$_p" ] && kill -0 "$_p" 2>/dev/null
+}
+
+# stop_daemon: SIGTERM and wait for it to go (10 s).
+stop_daemon() {
+    _p=$(daemon_pid)
+    [ -n "$_p" ] || return 0
+    kill "$_p" 2>/dev/null
+    _n=0
+    while kill -0 "$_p" 2>/dev/null && [ $_n -lt 100 ]; do
+        sleep 0.1
+        _n=$((_n + 1))
+    done
+    kill -0 "$_p" 2>/dev/null && fail "dm-ulogd (pid $_p) did not exit on SIGTERM"
+    rm -f "$DMULOGD_PIDFILE"
+    return 0
+}
+
+# ---------------------------------------------------------------- disks
+
+# The disks the host gave us, in order.
+disks() {
+    for _d in /dev/vda /dev/vdb /dev/vdc /dev/vdd; do
+        [ -b "$_d" ] && echo "$_d"
+    done
+}
+
+# disk_n N: the Nth disk (0-based); the last disk when there are fewer.
+disk_n() {
+    _i=0
+    _last=""
+    for _d in $(disks); do
+        [ $_i -eq "$1" ] && { echo "$_d"; return 0; }
+        _last=$_d
+        _i=$((_i + 1))
+    done
+    [ -n "$_last" ] || fail "no virtio disk: boot with at least one disk"
+    echo "$_last"
+}
+
+# carve NAME SECTORS DISK: a linear device /dev/mapper/NAME carved from the next
+# free SECTORS of DISK (allocation state in /run/carve.*). Starts are 1 MiB aligned.
+carve() {
+    _name=$1
+    _sectors=$2
+    _disk=$3
+    _state=/run/carve.$(basename "$_disk")
+    _off=$(cat "$_state" 2>/dev/null || echo 2048)
+    _size=$(blockdev --getsz "$_disk")
+    [ $((_off + _sectors)) -le "$_size" ] || fail "carve $_name: $_disk ($_size sectors) is full at $_off"
+    run dmsetup create "$_name" --table "0 $_sectors linear $_disk $_off" >/dev/null
+    echo $(( (_off + _sectors + 2047) / 2048 * 2048 )) >"$_state"
+    [ -b "/dev/mapper/$_name" ] || run dmsetup mknodes "$_name" >/dev/null
+}
+
+# make_legs NAME SECTORS: two legs /dev/mapper/NAME_0 (first disk) and
+# /dev/mapper/NAME_1 (second disk, or the first one again).
+make_legs() {
+    carve "${1}_0" "$2" "$(disk_n 0)"
+    carve "${1}_1" "$2" "$(disk_n 1)"
+}
+
+# make_log NAME [SECTORS]: a log device /dev/mapper/NAME (default 1 MiB) on the first disk.
+make_log() {
+    carve "$1" "${2:-2048}" "$(disk_n 0)"
+}
+
+# zero_dev DEV: overwrite the start of a device (1 MiB) with zeros, e.g. a log device.
+zero_dev() {
+    run dd if=/dev/zero of="$1" bs=64k count=16 oflag=direct >/dev/null
+}
+
+# ---------------------------------------------------------------- tables
+
+# mirror_table NAME SECTORS LOGTYPE LOGARGS...
+# Prints a two-leg mirror table over /dev/mapper/NAME_0 and NAME_1 (make_legs).
+# LOGTYPE LOGARGS are the log's words without the argument count, e.g.
+#   mirror_table m0 131072 core 1024 [nosync]                     (kernel core log)
+#   mirror_table m0 131072 disk /dev/mapper/m0_log 1024 [nosync]  (kernel disk log)
+#   mirror_table m0 131072 userspace UUID [integrated_flush] core 1024 [nosync]
+#   mirror_table m0 131072 userspace UUID disk /dev/mapper/m0_log 1024
+# For userspace logs the count covers UUID, integrated_flush, the log type, its
+# own count and its args; the inner log type gets the count of its own args.
+# MIRROR_FEATURES (e.g. "1 handle_errors") is appended.
+mirror_table() {
+    _name=$1
+    _sectors=$2
+    shift 2
+    if [ "$1" = userspace ]; then
+        shift
+        _uuid=$1
+        shift
+        _if=""
+        if [ "$1" = integrated_flush ]; then
+            _if="integrated_flush "
+            shift
+        fi
+        _type=$1
+        shift
+        _n=$#
+        if [ -n "$_if" ]; then _outer=$((_n + 4)); else _outer=$((_n + 3)); fi
+        _log="userspace $_outer $_uuid ${_if}$_type $_n $*"
+    else
+        _type=$1
+        shift
+        _log="$_type $# $*"
+    fi
+    echo "0 $_sectors mirror $_log 2 /dev/mapper/${_name}_0 0 /dev/mapper/${_name}_1 0${MIRROR_FEATURES:+ $MIRROR_FEATURES}"
+}
+
+# create_mirror NAME SECTORS LOGTYPE LOGARGS...: dmsetup create with mirror_table.
+create_mirror() {
+    _t=$(mirror_table "$@")
+    log "create $1: $_t"
+    run dmsetup create "$1" --table "$_t" >/dev/null
+    [ -b "/dev/mapper/$1" ] || run dmsetup mknodes "$1" >/dev/null
+}
+
+# remove_dev NAME: dmsetup remove, retried briefly while the device is busy.
+remove_dev() {
+    _n=0
+    while ! dmsetup remove "$1" >/tmp/remove.err 2>&1; do
+        _n=$((_n + 1))
+        [ $_n -lt 20 ] || { cat /tmp/remove.err >"$_CONSOLE"; fail "dmsetup remove $1 failed"; }
+        sleep 0.2
+    done
+}
+
+# ---------------------------------------------------------------- status
+
+# mirror_status NAME: the status line.
+mirror_status() { dmsetup status "$1"; }
+
+# sync_ratio NAME: "X/Y" from the mirror's status.
+sync_ratio() {
+    dmsetup status "$1" | awk '$3 == "mirror" { n = $4; print $(5 + n); exit }'
+}
+
+in_sync_count() { sync_ratio "$1" | cut -d/ -f1; }
+region_count() { sync_ratio "$1" | cut -d/ -f2; }
+
+# mirror_log_status NAME: the log's part of the status (after "X/Y 1 AA").
+mirror_log_status() {
+    dmsetup status "$1" | awk '$3 == "mirror" {
+        n = $4; i = 5 + n;          # X/Y
+        i += 1; i += $i + 1;        # "1 AA": count then health chars
+        s = ""; for (; i <= NF; i++) s = s (s == "" ? "" : " ") $i; print s; exit }'
+}
+
+# mirror_health NAME: the leg health characters (e.g. AA).
+mirror_health() {
+    dmsetup status "$1" | awk '$3 == "mirror" { n = $4; print $(5 + n + 2); exit }'
+}
+
+# wait_in_sync NAME TIMEOUT_SECONDS: until X == Y in the status; fails on timeout.
+wait_in_sync() {
+    _deadline=$(( $(now_ds) + $2 * 10 ))
+    _last=""
+    while :; do
+        _r=$(sync_ratio "$1")
+        [ -n "$_r" ] || fail "wait_in_sync $1: no mirror status: $(dmsetup status "$1" 2>&1)"
+        if [ "${_r%/*}" = "${_r#*/}" ]; then
+            return 0
+        fi
+        if [ "$(now_ds)" -ge "$_deadline" ]; then
+            fail "wait_in_sync $1: still $_r after $2 s: $(dmsetup status "$1" 2>&1)"
+        fi
+        sleep 0.2
+    done
+}
+
+# ---------------------------------------------------------------- data
+
+# write_random DEV MB [OFFSET_MB]: MB MiB of random data with direct I/O
+# (dd from /dev/urandom: under TCG faster than starting fio).
+write_random() {
+    run dd if=/dev/urandom of="$1" bs=1M count="$2" seek="${3:-0}" oflag=direct >/dev/null
+}
+
+# write_random_fio DEV MB [OFFSET_MB]: the same with fio, random offsets.
+write_random_fio() {
+    run fio --name=write_random --filename="$1" --rw=randwrite --bs=64k --direct=1 \
+        --ioengine=psync --size="${2}M" --offset="${3:-0}M" --refill_buffers \
+        --randrepeat=0 --output=/dev/null >/dev/null
+}
+
+# write_region DEV REGION REGION_SECTORS: 4 KiB of random data at the start of a region.
+write_region() {
+    run dd if=/dev/urandom of="$1" bs=512 count=8 seek=$(($2 * $3)) oflag=direct >/dev/null
+}
+
+# fio_load DEV SECONDS [FIO_ARGS...]: random writes with direct I/O for SECONDS.
+fio_load() {
+    _dev=$1
+    _secs=$2
+    shift 2
+    run fio --name=load --filename="$_dev" --rw=randwrite --bs=4k --direct=1 \
+        --ioengine=libaio --iodepth=8 --time_based --runtime="$_secs" \
+        --randrepeat=0 --refill_buffers --output=/dev/null "$@" >/dev/null
+}
+
+# compare_legs A B: byte-for-byte comparison of two devices (paths or names under
+# /dev/mapper), by md5sum (busybox cmp is twice as slow under TCG); cmp locates
+# the first difference when they differ. Buffer caches are dropped first so the
+# legs are read from the disks.
+compare_legs() {
+    _a=$1
+    _b=$2
+    case $_a in /*) ;; *) _a=/dev/mapper/$_a ;; esac
+    case $_b in /*) ;; *) _b=/dev/mapper/$_b ;; esac
+    blockdev --flushbufs "$_a"
+    blockdev --flushbufs "$_b"
+    _ma=$(md5sum <"$_a" | cut -d' ' -f1)
+    _mb=$(md5sum <"$_b" | cut -d' ' -f1)
+    if [ -z "$_ma" ] || [ "$_ma" != "$_mb" ]; then
+        fail "legs differ: $(cmp "$_a" "$_b" 2>&1 | head -1)"
+    fi
+    log "legs $_a and $_b are identical ($_ma)"
+}
+
+# compare_mirror NAME: compare_legs NAME_0 NAME_1
+compare_mirror() { compare_legs "${1}_0" "${1}_1"; }
