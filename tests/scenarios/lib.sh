@@ -365,3 +365,73 @@ compare_legs() {
 
 # compare_mirror NAME: compare_legs NAME_0 NAME_1
 compare_mirror() { compare_legs "${1}_0" "${1}_1"; }
+
+# ---------------------------------------------------------------- on-disk log
+# The kernel's disk log format (PROTOCOL.md section 7): header at byte 0
+# (magic u32 0x4D695272, version u32, nr_regions u64, little-endian), clean
+# bits from byte 1024, region i = bit (i & 7) of byte i >> 3. dm-ulogd's disk
+# logs use the same format. Read and written with direct I/O, never while a
+# table uses the device.
+
+# devnum NAME: "major:minor" of /dev/mapper/NAME
+devnum() {
+    dmsetup info -c --noheadings -o major,minor --separator : "$1" | tr -d ' '
+}
+
+# log_header DEV: "magic version nr_regions", magic in hex
+log_header() {
+    dd if="$1" bs=512 count=1 iflag=direct 2>/dev/null | od -A n -t u4 -N 16 | {
+        read -r _m _v _lo _hi
+        printf '%x %u %u\n' "$_m" "$_v" $((_lo + _hi * 4294967296))
+    }
+}
+
+# check_log_header DEV NR_REGIONS: fails unless the header is valid for NR_REGIONS.
+check_log_header() {
+    _h=$(log_header "$1")
+    [ "$_h" = "4d695272 2 $2" ] || fail "log header of $1: '$_h', expected '4d695272 2 $2'"
+}
+
+# log_bit DEV REGION: the region's clean bit on disk (1 = clean).
+log_bit() {
+    _byte=$((1024 + $2 / 8))
+    _v=$(dd if="$1" bs=512 skip=$((_byte / 512)) count=1 iflag=direct 2>/dev/null |
+        od -A n -t u1 -j $((_byte % 512)) -N 1 | tr -d ' ')
+    echo $(( (_v >> ($2 % 8)) & 1 ))
+}
+
+# log_clean_count DEV NR_REGIONS: how many of the regions are clean on disk.
+log_clean_count() {
+    _bytes=$(( ($2 + 7) / 8 ))
+    dd if="$1" bs=512 skip=2 count=$(( (_bytes + 511) / 512 )) iflag=direct 2>/dev/null |
+        od -A n -v -t u1 -N "$_bytes" | awk -v n="$2" '
+        { for (i = 1; i <= NF; i++) { v = $i; for (b = 0; b < 8; b++) {
+              if (r < n && v % 2 == 1) c++; v = int(v / 2); r++ } } }
+        END { print c + 0 }'
+}
+
+# log_set_bit DEV REGION 0|1: set a region's clean bit on disk (0 = dirty: the
+# region is resynced when the log is loaded).
+log_set_bit() {
+    _byte=$((1024 + $2 / 8))
+    _sec=$((_byte / 512))
+    _off=$((_byte % 512))
+    run dd if="$1" of=/tmp/sector bs=512 skip=$_sec count=1 iflag=direct >/dev/null
+    _v=$(od -A n -t u1 -j $_off -N 1 /tmp/sector | tr -d ' ')
+    if [ "$3" = 1 ]; then
+        _v=$((_v | (1 << ($2 % 8))))
+    else
+        _v=$((_v & ~(1 << ($2 % 8)) & 255))
+    fi
+    # shellcheck disable=SC2059
+    printf "\\$(printf %o "$_v")" | dd of=/tmp/sector bs=1 seek=$_off conv=notrunc 2>/dev/null
+    run dd if=/tmp/sector of="$1" bs=512 seek=$_sec count=1 oflag=direct >/dev/null
+    [ "$(log_bit "$1" "$2")" = "$3" ] || fail "log_set_bit $1 $2 $3 did not stick"
+}
+
+# dirty_region LOGDEV REGION LEG REGION_SECTORS: mark a region dirty on disk and
+# make LEG differ there, so only a resync of that region makes the legs equal.
+dirty_region() {
+    log_set_bit "$1" "$2" 0
+    write_region "$3" "$2" "$4"
+}
