@@ -46,6 +46,10 @@ dump_state() {
         dmsetup status 2>&1
         echo "=== dmesg | tail -50"
         dmesg | tail -50
+        if dmesg | grep -q 'dm-ulogd'; then
+            echo "=== dm-ulogd lines in the kernel log (--daemon logs to /dev/kmsg; last 100)"
+            dmesg | grep 'dm-ulogd' | tail -100
+        fi
         if [ -s "$DMULOGD_LOG" ]; then
             echo "=== dm-ulogd log ($DMULOGD_LOG, last 100 lines)"
             tail -100 "$DMULOGD_LOG"
@@ -132,7 +136,7 @@ start_daemon() {
         *)
             dm-ulogd --daemon --pidfile "$DMULOGD_PIDFILE" "$@" >>"$DMULOGD_LOG" 2>&1
             _rc=$?
-            [ $_rc -eq 0 ] || fail "dm-ulogd --daemon $* exited with status $_rc"
+            [ $_rc -eq 0 ] || fail "dm-ulogd --daemon${*:+ $*} exited with status $_rc"
             daemon_listening || fail "dm-ulogd --daemon returned before its child listened"
             ;;
     esac
