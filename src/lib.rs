@@ -1,14 +1,13 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! dm-ulogd: a single-node server for the Linux device-mapper userspace
+//! dirty-log protocol (include/uapi/linux/dm-log-userspace.h).
+#![deny(unsafe_code)]
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub mod bitmap;
+pub mod cli;
+pub mod event_loop;
+pub mod log;
+pub mod registry;
+pub mod server;
+pub mod startup;
+pub mod sys;
+pub mod wire;

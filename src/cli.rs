@@ -1,0 +1,209 @@
+//! The command line, parsed by hand.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+pub const DEFAULT_PIDFILE: &str = "/run/dm-ulogd.pid";
+pub const DEFAULT_STATE_DIR: &str = "/run/dm-ulogd";
+pub const DEFAULT_MAX_LOGS: usize = 256;
+pub const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
+pub const DEFAULT_RCVBUF: usize = 4 << 20;
+
+pub const HELP: &str = "\
+dm-ulogd: a single-node server for device-mapper's userspace dirty log
+
+Usage: dm-ulogd [options]
+
+Serves the dirty-region logs of device-mapper mirrors whose table names a
+`userspace` log (`mirror userspace <n> <uuid> [integrated_flush] <type> ...`),
+with the semantics of the kernel's own logs. Log types: core, disk,
+clustered-core, clustered-disk. Start it before loading such a table.
+
+Options:
+  -d, --daemon             detach; the parent exits 0 once the daemon listens,
+                           or non-zero with its error. Logs go to /dev/kmsg.
+      --pidfile PATH       pid file, locked while running (default /run/dm-ulogd.pid;
+                           `none` for no pid file)
+      --state-dir DIR      runtime directory for device nodes of major:minor log
+                           devices (default /run/dm-ulogd)
+      --max-logs N         most logs served at once (default 256)
+      --memory-budget SIZE most memory for all bitmaps together, with an optional
+                           K, M or G suffix (default 64M); a log that does not fit
+                           is refused with -ENOMEM
+      --rcvbuf SIZE        netlink receive queue (default 4M)
+      --no-mlock           do not lock memory (mlockall) or opt out of the OOM killer
+  -v, --verbose            more log output (-vv for every request); RUST_LOG overrides
+  -h, --help               this text
+  -V, --version            version and git revision
+
+Signals: SIGTERM/SIGINT exit when no log is live (otherwise refused and logged:
+exiting would freeze those mirrors); SIGUSR1 logs a summary of every log.
+Exit codes: 0 ok, 1 runtime error, 2 usage error, 3 environment (privileges,
+no netlink connector), 4 another instance holds the pid file.
+";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    pub daemon: bool,
+    pub pidfile: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub max_logs: usize,
+    pub memory_budget: usize,
+    pub rcvbuf: usize,
+    pub mlock: bool,
+    pub verbosity: u8,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            daemon: false,
+            pidfile: Some(PathBuf::from(DEFAULT_PIDFILE)),
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            max_logs: DEFAULT_MAX_LOGS,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            rcvbuf: DEFAULT_RCVBUF,
+            mlock: true,
+            verbosity: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Run(Options),
+    Help,
+    Version,
+}
+
+/// Parses a size: digits with an optional K, M or G (powers of 1024).
+pub fn parse_size(s: &str) -> Option<usize> {
+    let (digits, shift) = match s.as_bytes().last()? {
+        b'k' | b'K' => (&s[..s.len() - 1], 10),
+        b'm' | b'M' => (&s[..s.len() - 1], 20),
+        b'g' | b'G' => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    let n: usize = digits.parse().ok()?;
+    n.checked_mul(1usize << shift)
+}
+
+/// Parses the arguments after the program name.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
+    let mut opts = Options::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let arg = arg
+            .into_string()
+            .map_err(|a| format!("argument {a:?} is not UTF-8"))?;
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |what: &str| -> Result<String, String> {
+            match inline.clone() {
+                Some(v) => Ok(v),
+                None => args
+                    .next()
+                    .and_then(|v| v.into_string().ok())
+                    .ok_or_else(|| format!("{name} needs {what}")),
+            }
+        };
+        match name.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "-d" | "--daemon" => opts.daemon = true,
+            "-v" | "--verbose" => opts.verbosity = opts.verbosity.saturating_add(1),
+            "-vv" => opts.verbosity = opts.verbosity.saturating_add(2),
+            "--no-mlock" => opts.mlock = false,
+            "--pidfile" => {
+                let v = value("a path")?;
+                opts.pidfile = (v != "none").then(|| PathBuf::from(v));
+            }
+            "--state-dir" => opts.state_dir = PathBuf::from(value("a directory")?),
+            "--max-logs" => {
+                let v = value("a number")?;
+                opts.max_logs = match v.parse() {
+                    Ok(n) if n > 0 => n,
+                    _ => return Err(format!("--max-logs {v:?}: expected a number above 0")),
+                };
+            }
+            "--memory-budget" => {
+                let v = value("a size")?;
+                opts.memory_budget = parse_size(&v)
+                    .ok_or_else(|| format!("--memory-budget {v:?}: expected a size like 64M"))?;
+            }
+            "--rcvbuf" => {
+                let v = value("a size")?;
+                opts.rcvbuf = parse_size(&v)
+                    .filter(|&n| n > 0 && n <= i32::MAX as usize)
+                    .ok_or_else(|| format!("--rcvbuf {v:?}: expected a size like 4M"))?;
+            }
+            _ => return Err(format!("unknown argument {arg:?}")),
+        }
+    }
+    Ok(Command::Run(opts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Command, String> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn defaults() {
+        assert_eq!(run(&[]), Ok(Command::Run(Options::default())));
+    }
+
+    #[test]
+    fn every_option() {
+        let Ok(Command::Run(o)) = run(&[
+            "-d",
+            "--pidfile=/tmp/p",
+            "--state-dir",
+            "/tmp/s",
+            "--max-logs",
+            "8",
+            "--memory-budget",
+            "2M",
+            "--rcvbuf=1k",
+            "--no-mlock",
+            "-v",
+            "-v",
+        ]) else {
+            panic!("parse failed");
+        };
+        assert!(o.daemon);
+        assert_eq!(o.pidfile, Some(PathBuf::from("/tmp/p")));
+        assert_eq!(o.state_dir, PathBuf::from("/tmp/s"));
+        assert_eq!(o.max_logs, 8);
+        assert_eq!(o.memory_budget, 2 << 20);
+        assert_eq!(o.rcvbuf, 1024);
+        assert!(!o.mlock);
+        assert_eq!(o.verbosity, 2);
+    }
+
+    #[test]
+    fn errors_name_the_argument() {
+        assert!(run(&["--bogus"]).unwrap_err().contains("--bogus"));
+        assert!(run(&["--max-logs"]).unwrap_err().contains("needs a number"));
+        assert!(run(&["--max-logs", "0"]).unwrap_err().contains("above 0"));
+        assert!(
+            run(&["--memory-budget", "lots"])
+                .unwrap_err()
+                .contains("64M")
+        );
+        assert_eq!(
+            run(&["--pidfile", "none"]).map(|c| match c {
+                Command::Run(o) => o.pidfile,
+                _ => None,
+            }),
+            Ok(None)
+        );
+        assert_eq!(run(&["-h"]), Ok(Command::Help));
+        assert_eq!(run(&["--version"]), Ok(Command::Version));
+    }
+}

@@ -1,0 +1,147 @@
+//! The block device behind a disk log: opened once at construction, by path
+//! or by major:minor, and driven with positioned, direct I/O.
+
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileExt;
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::{self, Mode, SFlag};
+use nix::unistd::{self, Whence};
+
+use crate::sys;
+
+/// An open log device.
+#[derive(Debug)]
+pub struct LogDevice {
+    file: File,
+    major: u64,
+    minor: u64,
+    size: u64,
+    block_size: u64,
+}
+
+/// Why a log device could not be opened; names the cause.
+#[derive(Debug)]
+pub struct DeviceError {
+    pub what: &'static str,
+    pub errno: Errno,
+}
+
+impl core::fmt::Display for DeviceError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}: {}", self.what, self.errno.desc())
+    }
+}
+
+fn fail(what: &'static str) -> impl FnOnce(Errno) -> DeviceError {
+    move |errno| DeviceError { what, errno }
+}
+
+/// Parses "major:minor".
+pub fn parse_dev_numbers(spec: &str) -> Option<(u64, u64)> {
+    let (maj, min) = spec.split_once(':')?;
+    Some((maj.parse().ok()?, min.parse().ok()?))
+}
+
+impl LogDevice {
+    /// Opens `spec`, a path or "major:minor". A major:minor device gets a
+    /// private node in `node_dir` (made, opened and unlinked at once), so
+    /// neither udev nor /dev/mapper is needed, and it works after
+    /// switch_root because `node_dir` is a descriptor opened at start-up.
+    pub fn open(spec: &str, node_dir: BorrowedFd<'_>) -> Result<Self, DeviceError> {
+        let flags = OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_DIRECT;
+        let file = match parse_dev_numbers(spec) {
+            Some((major, minor)) => {
+                let name = "log-device-node";
+                let _ = unistd::unlinkat(node_dir, name, unistd::UnlinkatFlags::NoRemoveDir);
+                stat::mknodat(
+                    node_dir,
+                    name,
+                    SFlag::S_IFBLK,
+                    Mode::S_IRUSR | Mode::S_IWUSR,
+                    stat::makedev(major, minor),
+                )
+                .map_err(fail("cannot make a device node for it"))?;
+                let opened = open_direct(Some(node_dir), name, flags);
+                let _ = unistd::unlinkat(node_dir, name, unistd::UnlinkatFlags::NoRemoveDir);
+                opened?
+            }
+            None => open_direct(None, spec, flags)?,
+        };
+        let st = stat::fstat(file.as_fd()).map_err(fail("cannot stat it"))?;
+        let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+        let (major, minor, block_size) = if kind == SFlag::S_IFBLK {
+            let bs = sys::logical_block_size(file.as_fd())
+                .map_err(fail("cannot read its block size"))?;
+            (
+                stat::major(st.st_rdev),
+                stat::minor(st.st_rdev),
+                u64::from(bs),
+            )
+        } else if kind == SFlag::S_IFREG {
+            // Regular files serve the unit tests; the kernel itself only
+            // accepts block devices.
+            (0, 0, 512)
+        } else {
+            return Err(DeviceError {
+                what: "it is not a block device",
+                errno: Errno::ENOTBLK,
+            });
+        };
+        let size =
+            unistd::lseek(file.as_fd(), 0, Whence::SeekEnd).map_err(fail("cannot size it"))? as u64;
+        Ok(LogDevice {
+            file,
+            major,
+            minor,
+            size,
+            block_size: block_size.max(512),
+        })
+    }
+
+    pub fn major(&self) -> u64 {
+        self.major
+    }
+    pub fn minor(&self) -> u64 {
+        self.minor
+    }
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    /// The logical block size: the unit of every direct transfer.
+    pub fn block_size(&self) -> u64 {
+        self.block_size
+    }
+
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
+    pub fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+
+    /// Makes written blocks durable: on a block device this flushes the
+    /// device's volatile cache.
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+/// Opens with O_DIRECT, falling back to buffered I/O where the file system
+/// refuses it (tmpfs in tests); every write is followed by fdatasync on a
+/// flush with marks, so durability does not depend on O_DIRECT.
+fn open_direct(dir: Option<BorrowedFd<'_>>, path: &str, flags: OFlag) -> Result<File, DeviceError> {
+    let open = |flags| match dir {
+        Some(d) => nix::fcntl::openat(d, path, flags, Mode::empty()),
+        None => nix::fcntl::open(path, flags, Mode::empty()),
+    };
+    let fd = match open(flags) {
+        Err(Errno::EINVAL) => open(flags - OFlag::O_DIRECT),
+        other => other,
+    }
+    .map_err(fail("cannot open it read-write"))?;
+    Ok(File::from(fd))
+}

@@ -1,0 +1,323 @@
+//! The kernel's on-disk log format (dm-log.c), so a log device moves between
+//! the kernel's `disk` log and dm-ulogd in both directions:
+//! a little-endian header at byte 0 (magic, version 2, nr_regions) and the
+//! clean bits at byte 1024, the whole rounded up to the logical block size.
+//!
+//! Only the device blocks whose bits changed since the last flush are
+//! written, through one preallocated aligned staging buffer.
+
+use nix::errno::Errno;
+
+use super::device::LogDevice;
+use super::params::SyncMode;
+use crate::bitmap::{self, Bitmap};
+
+pub const MAGIC: u32 = 0x4D69_5272;
+pub const VERSION: u32 = 2;
+/// Byte offset of the clean bits (LOG_OFFSET = 2 sectors).
+pub const BITMAP_OFFSET: u64 = 1024;
+const HEADER_LEN: usize = 16;
+
+/// Size of the staging buffer for log device I/O. Larger transfers are split.
+pub const IO_BUF_LEN: usize = 64 * 1024;
+const IO_ALIGN: usize = 4096;
+
+/// A page-aligned buffer for O_DIRECT transfers, allocated once at start-up.
+pub struct IoBuf {
+    storage: Vec<u8>,
+    offset: usize,
+}
+
+impl Default for IoBuf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl IoBuf {
+    pub fn new() -> Self {
+        let storage = vec![0u8; IO_BUF_LEN + IO_ALIGN];
+        let offset = storage.as_ptr().align_offset(IO_ALIGN);
+        IoBuf { storage, offset }
+    }
+
+    fn get(&mut self, len: usize) -> &mut [u8] {
+        &mut self.storage[self.offset..self.offset + len]
+    }
+}
+
+/// The health of a log device, as status text reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceHealth {
+    /// 'A': alive.
+    Alive,
+    /// 'D': a read or write failed.
+    Failed,
+    /// 'F': a cache flush failed.
+    FlushFailed,
+}
+
+impl DeviceHealth {
+    pub fn status_char(self) -> char {
+        match self {
+            DeviceHealth::Alive => 'A',
+            DeviceHealth::Failed => 'D',
+            DeviceHealth::FlushFailed => 'F',
+        }
+    }
+}
+
+/// Bytes the on-disk image needs for `region_count` regions on a device with
+/// `block_size` logical blocks.
+pub fn image_len(region_count: u64, block_size: u64) -> u64 {
+    let bitmap_bytes = bitmap::words_for(region_count) as u64 * 8;
+    (BITMAP_OFFSET + bitmap_bytes).next_multiple_of(block_size)
+}
+
+/// The persistence half of a disk log.
+pub struct DiskStore {
+    device: LogDevice,
+    image_len: u64,
+    block_shift: u32,
+    /// One bit per device block of the image whose bytes changed.
+    dirty_blocks: Bitmap,
+    /// A mark changed a bit since the last durable flush: the next flush
+    /// must flush the device cache, not just write.
+    marks_pending: bool,
+    /// Set once RESUME has read the device; before that the bits are not
+    /// the device's and must not be written over it.
+    loaded: bool,
+    health: DeviceHealth,
+}
+
+impl DiskStore {
+    /// Checks that `device` holds the image for `region_count` regions;
+    /// returns the bytes needed on failure.
+    pub fn new(device: LogDevice, region_count: u64) -> Result<Self, u64> {
+        let block_size = device.block_size();
+        let image_len = image_len(region_count, block_size);
+        if device.size() < image_len {
+            return Err(image_len);
+        }
+        let dirty_blocks = Bitmap::try_new(image_len / block_size).map_err(|_| image_len)?;
+        Ok(DiskStore {
+            device,
+            image_len,
+            block_shift: block_size.trailing_zeros(),
+            dirty_blocks,
+            marks_pending: false,
+            loaded: false,
+            health: DeviceHealth::Alive,
+        })
+    }
+
+    pub fn device(&self) -> &LogDevice {
+        &self.device
+    }
+
+    pub fn health(&self) -> DeviceHealth {
+        self.health
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.dirty_blocks.heap_bytes()
+    }
+
+    /// Records that region's clean bit changed; `marked` when it became dirty.
+    #[inline]
+    pub fn note_change(&mut self, region: u64, marked: bool) {
+        let block = (BITMAP_OFFSET + region / 8) >> self.block_shift;
+        self.dirty_blocks.set(block);
+        self.marks_pending |= marked;
+    }
+
+    /// Fills `out` with the image bytes at `offset` (a block boundary).
+    fn render(&self, clean: &Bitmap, offset: u64, out: &mut [u8]) {
+        let len = out.len() as u64;
+        let header_end = BITMAP_OFFSET.min(offset + len);
+        if offset < header_end {
+            let part = &mut out[..(header_end - offset) as usize];
+            part.fill(0);
+            if offset == 0 {
+                part[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+                part[4..8].copy_from_slice(&VERSION.to_le_bytes());
+                part[8..16].copy_from_slice(&clean.len().to_le_bytes());
+            }
+        }
+        let bits_from = offset.max(BITMAP_OFFSET);
+        if bits_from < offset + len {
+            let start = (bits_from - offset) as usize;
+            clean.write_le_bytes((bits_from - BITMAP_OFFSET) as usize, &mut out[start..]);
+        }
+    }
+
+    /// Writes every dirty block, then flushes the device cache if marks are
+    /// among them. On failure the blocks stay dirty for the next attempt.
+    pub fn flush(&mut self, clean: &Bitmap, io: &mut IoBuf) -> Result<(), Errno> {
+        if !self.loaded || (!self.marks_pending && self.dirty_blocks.none_set()) {
+            return Ok(());
+        }
+        let blocks = self.dirty_blocks.len();
+        let max_run = (IO_BUF_LEN >> self.block_shift) as u64;
+        let mut block = self.dirty_blocks.find_next_one(0);
+        while block < blocks {
+            let end = self.dirty_blocks.find_next_zero(block).min(block + max_run);
+            self.write_blocks(clean, io, block, end)?;
+            block = self.dirty_blocks.find_next_one(end);
+        }
+        if self.marks_pending {
+            self.sync()?;
+        }
+        self.dirty_blocks.fill(false);
+        self.marks_pending = false;
+        Ok(())
+    }
+
+    fn write_blocks(
+        &mut self,
+        clean: &Bitmap,
+        io: &mut IoBuf,
+        from: u64,
+        to: u64,
+    ) -> Result<(), Errno> {
+        let offset = from << self.block_shift;
+        let len = ((to - from) << self.block_shift) as usize;
+        let buf = io.get(len);
+        self.render(clean, offset, buf);
+        self.device.write_all_at(buf, offset).map_err(|e| {
+            self.health = DeviceHealth::Failed;
+            log::error!(
+                "log device {}:{}: write of {len} bytes at {offset} failed: {e}",
+                self.device.major(),
+                self.device.minor()
+            );
+            Errno::EIO
+        })
+    }
+
+    fn sync(&mut self) -> Result<(), Errno> {
+        self.device.sync().map_err(|e| {
+            self.health = DeviceHealth::FlushFailed;
+            log::error!(
+                "log device {}:{}: cache flush failed: {e}",
+                self.device.major(),
+                self.device.minor()
+            );
+            Errno::EIO
+        })
+    }
+
+    /// The kernel's disk_resume: reads the device into `clean`, treats a
+    /// bad magic (or an explicit sync/nosync) as a new log, sets or clears
+    /// regions the device did not know, and writes the whole image back
+    /// with the new region count, durably. Returns how many regions the
+    /// device knew (0 for a new log or a failed read).
+    pub fn load(
+        &mut self,
+        clean: &mut Bitmap,
+        sync: SyncMode,
+        io: &mut IoBuf,
+    ) -> Result<u64, Errno> {
+        self.health = DeviceHealth::Alive;
+        let known = match self.read_image(clean, io) {
+            Ok(Some(nr_regions)) if sync == SyncMode::Default => nr_regions,
+            Ok(_) => 0,
+            Err(e) => {
+                self.health = DeviceHealth::Failed;
+                log::error!(
+                    "log device {}:{}: reading the log failed ({e}); every region is treated as {}",
+                    self.device.major(),
+                    self.device.minor(),
+                    if sync == SyncMode::No {
+                        "in sync (nosync)"
+                    } else {
+                        "out of sync"
+                    }
+                );
+                0
+            }
+        };
+        let count = clean.len();
+        let from = known.min(count);
+        if sync == SyncMode::No {
+            clean.set_range(from, count);
+        } else {
+            clean.clear_range(from, count);
+        }
+        self.loaded = true;
+        let blocks = self.dirty_blocks.len();
+        self.dirty_blocks.set_range(0, blocks);
+        self.marks_pending = true;
+        let result = self.flush(clean, io);
+        result.map(|()| known)
+    }
+
+    /// Reads the image into `clean`; Ok(None) when the header is not a
+    /// dm-log header (a new log).
+    fn read_image(&mut self, clean: &mut Bitmap, io: &mut IoBuf) -> Result<Option<u64>, String> {
+        let mut header = None;
+        let mut offset = 0u64;
+        while offset < self.image_len {
+            let len = (self.image_len - offset).min(IO_BUF_LEN as u64) as usize;
+            let buf = io.get(len);
+            self.device
+                .read_exact_at(buf, offset)
+                .map_err(|e| format!("read of {len} bytes at {offset}: {e}"))?;
+            if offset == 0 {
+                header = Some(parse_header(&buf[..HEADER_LEN])?);
+            }
+            let bits_from = offset.max(BITMAP_OFFSET);
+            if bits_from < offset + len as u64 {
+                let start = (bits_from - offset) as usize;
+                clean.read_le_bytes((bits_from - BITMAP_OFFSET) as usize, &buf[start..]);
+            }
+            offset += len as u64;
+        }
+        Ok(header.flatten())
+    }
+}
+
+/// Parses the header: Some(nr_regions) for a valid dm-log header, None for
+/// anything without the magic; an unknown version is an error, as in the
+/// kernel.
+fn parse_header(h: &[u8]) -> Result<Option<u64>, String> {
+    let word = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+    if word(0) != MAGIC {
+        return Ok(None);
+    }
+    let version = word(4);
+    // Version 1 is read as 2 on little-endian machines, as the kernel does.
+    if version != 1 && version != VERSION {
+        return Err(format!("unsupported on-disk log version {version}"));
+    }
+    let mut nr = [0u8; 8];
+    nr.copy_from_slice(&h[8..16]);
+    Ok(Some(u64::from_le_bytes(nr)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_size_matches_the_kernel() {
+        // 1024 header bytes + bitset rounded to 64 bits, rounded to the block.
+        assert_eq!(image_len(1, 512), 1536);
+        assert_eq!(image_len(4096, 512), 1536);
+        assert_eq!(image_len(4097, 512), 2048);
+        assert_eq!(image_len(1, 4096), 4096);
+        assert_eq!(image_len(16 * 1024 * 1024, 512), 1024 + 2 * 1024 * 1024);
+    }
+
+    #[test]
+    fn header_parsing() {
+        let mut h = [0u8; 16];
+        assert_eq!(parse_header(&h), Ok(None));
+        h[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        h[4..8].copy_from_slice(&1u32.to_le_bytes());
+        h[8..16].copy_from_slice(&77u64.to_le_bytes());
+        assert_eq!(parse_header(&h), Ok(Some(77)));
+        h[4..8].copy_from_slice(&3u32.to_le_bytes());
+        assert!(parse_header(&h).is_err());
+    }
+}

@@ -1,0 +1,295 @@
+//! One dirty-region log with the semantics of the kernel's own `core` and
+//! `disk` logs (drivers/md/dm-log.c), so a mirror behaves the same on
+//! dm-ulogd as on the in-kernel log.
+
+pub mod device;
+pub mod disk;
+pub mod params;
+
+use core::fmt::Write;
+use std::collections::TryReserveError;
+
+use nix::errno::Errno;
+
+use crate::bitmap::Bitmap;
+use disk::{DeviceHealth, DiskStore, IoBuf};
+use params::{LogArgs, LogType, SyncMode};
+
+/// How many regions may be handed out by GET_RESYNC_WORK and not yet
+/// settled. dm-raid1 recovers one region at a time (MAX_RECOVERY = 1); the
+/// room above that absorbs requests the kernel resent after a timeout.
+pub const MAX_RECOVERING: usize = 32;
+
+/// How a log's bits start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The first CTR of a table: a new log, as the kernel builds it.
+    New,
+    /// The kernel reconnects a log this daemon does not hold (it restarted)
+    /// and nothing was saved: nothing is known to be in sync. A disk log
+    /// still trusts its device, which RESUME reads.
+    ReconnectUnknown,
+}
+
+pub struct DirtyLog {
+    log_type: LogType,
+    region_size: u32,
+    sync_mode: SyncMode,
+    block_on_error: bool,
+    /// 1 = no write in flight to the region.
+    clean: Bitmap,
+    /// 1 = the legs agree on the region.
+    sync: Bitmap,
+    sync_count: u64,
+    /// Regions handed out for recovery and not yet settled.
+    recovering: heapless::Vec<u64, MAX_RECOVERING>,
+    /// Where GET_RESYNC_WORK looks next; only moves forward until RESUME.
+    sync_search: u64,
+    /// Every region below this is in sync (a lower bound, advanced lazily).
+    in_sync_floor: u64,
+    disk: Option<DiskStore>,
+}
+
+impl DirtyLog {
+    /// Builds a log as the kernel's create_log_context does. A disk log
+    /// needs its `store`; its bits become the device's at RESUME.
+    pub fn new(
+        args: &LogArgs<'_>,
+        store: Option<DiskStore>,
+        origin: Origin,
+    ) -> Result<Self, TryReserveError> {
+        let count = args.region_count;
+        let mut clean = Bitmap::try_new(count)?;
+        clean.fill(true);
+        let mut sync = Bitmap::try_new(count)?;
+        let mut sync_mode = args.sync;
+        if origin == Origin::ReconnectUnknown && store.is_none() {
+            // A core log whose bits died with the previous daemon: resync all.
+            sync_mode = SyncMode::Force;
+        }
+        let sync_count = if sync_mode == SyncMode::No {
+            sync.fill(true);
+            count
+        } else {
+            0
+        };
+        Ok(DirtyLog {
+            log_type: args.log_type,
+            region_size: args.region_size,
+            sync_mode,
+            block_on_error: args.block_on_error,
+            clean,
+            sync,
+            sync_count,
+            recovering: heapless::Vec::new(),
+            sync_search: 0,
+            in_sync_floor: 0,
+            disk: store,
+        })
+    }
+
+    /// Bytes of memory this log holds beyond its fixed-size struct.
+    pub fn heap_bytes(&self) -> usize {
+        self.clean.heap_bytes()
+            + self.sync.heap_bytes()
+            + self.disk.as_ref().map_or(0, DiskStore::heap_bytes)
+    }
+
+    /// What constructing a log of `region_count` regions will cost, for the
+    /// memory budget, before anything is allocated.
+    pub fn heap_bytes_for(region_count: u64) -> usize {
+        2 * crate::bitmap::words_for(region_count) * 8
+    }
+
+    pub fn log_type(&self) -> LogType {
+        self.log_type
+    }
+    pub fn region_size(&self) -> u32 {
+        self.region_size
+    }
+    pub fn region_count(&self) -> u64 {
+        self.clean.len()
+    }
+    pub fn sync_count(&self) -> u64 {
+        self.sync_count
+    }
+    pub fn disk(&self) -> Option<&DiskStore> {
+        self.disk.as_ref()
+    }
+    /// Regions with a write in flight (clean bit 0).
+    pub fn dirty_count(&self) -> u64 {
+        self.region_count() - self.clean.count_ones()
+    }
+
+    /// True when `region` exists.
+    #[inline]
+    pub fn has_region(&self, region: u64) -> bool {
+        region < self.clean.len()
+    }
+
+    /// MARK_REGION: a write is about to go to the region.
+    #[inline]
+    pub fn mark(&mut self, region: u64) {
+        if self.clean.clear(region)
+            && let Some(d) = &mut self.disk
+        {
+            d.note_change(region, true);
+        }
+    }
+
+    /// CLEAR_REGION: the writes to the region completed.
+    #[inline]
+    pub fn clear(&mut self, region: u64) {
+        if self.clean.set(region)
+            && let Some(d) = &mut self.disk
+        {
+            d.note_change(region, false);
+        }
+    }
+
+    #[inline]
+    pub fn is_clean(&self, region: u64) -> bool {
+        self.clean.test(region)
+    }
+
+    #[inline]
+    pub fn in_sync(&self, region: u64) -> bool {
+        self.sync.test(region)
+    }
+
+    /// FLUSH: make every mark so far durable.
+    pub fn flush(&mut self, io: &mut IoBuf) -> Result<(), Errno> {
+        match &mut self.disk {
+            Some(d) => d.flush(&self.clean, io),
+            None => Ok(()),
+        }
+    }
+
+    /// RESUME: a core log only restarts its resync scan; a disk log reads
+    /// its device (the kernel's disk_resume).
+    pub fn resume(&mut self, io: &mut IoBuf) -> Result<(), Errno> {
+        self.sync_search = 0;
+        self.in_sync_floor = 0;
+        let Some(d) = &mut self.disk else {
+            return Ok(());
+        };
+        let result = d.load(&mut self.clean, self.sync_mode, io);
+        self.sync.copy_from(&self.clean);
+        self.sync_count = self.sync.count_ones();
+        result.map(|_| ())
+    }
+
+    /// GET_RESYNC_WORK: the next region to recover, if any.
+    pub fn get_resync_work(&mut self) -> Option<u64> {
+        let count = self.region_count();
+        while self.sync_search < count {
+            let region = self.sync.find_next_zero(self.sync_search);
+            if region >= count {
+                self.sync_search = count;
+                return None;
+            }
+            self.sync_search = region + 1;
+            if !self.recovering.contains(&region) {
+                if self.recovering.push(region).is_err() {
+                    // Full: leave the region for a later call.
+                    self.sync_search = region;
+                    log::warn!(
+                        "{} regions are being recovered at once; holding back region {region}",
+                        MAX_RECOVERING
+                    );
+                    return None;
+                }
+                return Some(region);
+            }
+        }
+        None
+    }
+
+    /// SET_REGION_SYNC: recovery of `region` ended; `in_sync` says how.
+    pub fn set_region_sync(&mut self, region: u64, in_sync: bool) {
+        if let Some(i) = self.recovering.iter().position(|&r| r == region) {
+            self.recovering.swap_remove(i);
+        }
+        if in_sync {
+            if self.sync.set(region) {
+                self.sync_count += 1;
+            }
+        } else if self.sync.clear(region) {
+            self.sync_count -= 1;
+            self.in_sync_floor = self.in_sync_floor.min(region);
+        }
+    }
+
+    /// The first region not in sync (region_count when all are). The kernel
+    /// caches it as in_sync_hint and skips asking about regions below it.
+    pub fn first_unsynced(&mut self) -> u64 {
+        self.in_sync_floor = self.sync.find_next_zero(self.in_sync_floor);
+        self.in_sync_floor
+    }
+
+    /// Forgets regions handed out for recovery (after a restart).
+    pub fn forget_recovering(&mut self) {
+        self.recovering.clear();
+    }
+
+    /// STATUS_INFO text, as the kernel's own logs print it.
+    pub fn status_info(&self, out: &mut impl Write) -> core::fmt::Result {
+        match &self.disk {
+            None => write!(out, "1 {}", self.log_type.name()),
+            Some(d) => write!(
+                out,
+                "3 {} {}:{} {}",
+                self.log_type.name(),
+                d.device().major(),
+                d.device().minor(),
+                d.health().status_char()
+            ),
+        }
+    }
+
+    /// STATUS_TABLE text, as the kernel's own logs print it.
+    pub fn status_table(&self, out: &mut impl Write) -> core::fmt::Result {
+        let mut nargs = if self.sync_mode == SyncMode::Default {
+            1
+        } else {
+            2
+        };
+        nargs += u32::from(self.block_on_error);
+        write!(out, "{} ", self.log_type.name())?;
+        match &self.disk {
+            None => write!(out, "{nargs} ")?,
+            Some(d) => write!(
+                out,
+                "{} {}:{} ",
+                nargs + 1,
+                d.device().major(),
+                d.device().minor()
+            )?,
+        }
+        write!(out, "{}", self.region_size)?;
+        match self.sync_mode {
+            SyncMode::Default => {}
+            SyncMode::Force => out.write_str(" sync")?,
+            SyncMode::No => out.write_str(" nosync")?,
+        }
+        if self.block_on_error {
+            out.write_str(" block_on_error")?;
+        }
+        Ok(())
+    }
+
+    /// The device health of a disk log.
+    pub fn health(&self) -> Option<DeviceHealth> {
+        self.disk.as_ref().map(DiskStore::health)
+    }
+
+    /// The clean bits, for saving state and for tests.
+    pub fn clean_bits(&self) -> &Bitmap {
+        &self.clean
+    }
+
+    /// The sync bits, for saving state and for tests.
+    pub fn sync_bits(&self) -> &Bitmap {
+        &self.sync
+    }
+}

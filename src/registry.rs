@@ -1,0 +1,113 @@
+//! The fixed-capacity table of live logs, keyed by (uuid, luid), and the
+//! memory budget their bitmaps are charged against.
+
+use crate::log::DirtyLog;
+use crate::wire::ulog::MAX_UUID_LEN;
+
+/// The longest constructor string kept for comparing reconnects.
+pub const MAX_CTR_LEN: usize = 512;
+
+pub struct Entry {
+    pub uuid: heapless::Vec<u8, MAX_UUID_LEN>,
+    pub luid: u64,
+    /// The constructor string as the kernel sent it (without NUL).
+    pub ctr: heapless::Vec<u8, MAX_CTR_LEN>,
+    pub log: DirtyLog,
+}
+
+/// Why a new log does not fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoRoom {
+    /// --max-logs logs are live already.
+    TooManyLogs { max_logs: usize },
+    /// The bitmaps would exceed --memory-budget.
+    OverBudget {
+        needed: usize,
+        used: usize,
+        budget: usize,
+    },
+}
+
+pub struct Registry {
+    entries: Vec<Entry>,
+    max_logs: usize,
+    budget: usize,
+    used: usize,
+}
+
+impl Registry {
+    /// Reserves room for `max_logs` entries now, so inserting never
+    /// allocates; `budget` bounds the bytes of all bitmaps together.
+    pub fn new(max_logs: usize, budget: usize) -> Self {
+        Registry {
+            entries: Vec::with_capacity(max_logs),
+            max_logs,
+            budget,
+            used: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+    pub fn used_bytes(&self) -> usize {
+        self.used
+    }
+
+    #[inline]
+    pub fn find(&self, uuid: &[u8], luid: u64) -> Option<usize> {
+        self.entries
+            .iter()
+            .position(|e| e.luid == luid && e.uuid.as_slice() == uuid)
+    }
+
+    /// Finds a live log by uuid alone (a table reloaded under a new luid).
+    pub fn find_uuid(&self, uuid: &[u8]) -> Option<usize> {
+        self.entries.iter().position(|e| e.uuid.as_slice() == uuid)
+    }
+
+    pub fn get(&self, index: usize) -> &Entry {
+        &self.entries[index]
+    }
+    pub fn get_mut(&mut self, index: usize) -> &mut Entry {
+        &mut self.entries[index]
+    }
+
+    /// Checks that a log needing `bytes` more would fit.
+    pub fn check_room(&self, bytes: usize) -> Result<(), NoRoom> {
+        if self.entries.len() >= self.max_logs {
+            return Err(NoRoom::TooManyLogs {
+                max_logs: self.max_logs,
+            });
+        }
+        if self.used.saturating_add(bytes) > self.budget {
+            return Err(NoRoom::OverBudget {
+                needed: bytes,
+                used: self.used,
+                budget: self.budget,
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds a log; the caller has checked room with `check_room`.
+    pub fn insert(&mut self, entry: Entry) -> Result<(), NoRoom> {
+        self.check_room(entry.log.heap_bytes())?;
+        self.used += entry.log.heap_bytes();
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    pub fn remove(&mut self, index: usize) -> Entry {
+        let e = self.entries.swap_remove(index);
+        self.used -= e.log.heap_bytes();
+        e
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
+    }
+}

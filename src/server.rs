@@ -1,0 +1,536 @@
+//! Request -> log operation -> reply. Pure apart from log device I/O: no
+//! sockets, no allocation on the request path (only a CTR allocates, within
+//! the memory budget).
+
+use core::fmt;
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::errno::Errno;
+
+use crate::log::device::LogDevice;
+use crate::log::disk::{DiskStore, IoBuf};
+use crate::log::params::{self, LogArgs};
+use crate::log::{DirtyLog, Origin};
+use crate::registry::{Entry, NoRoom, Registry};
+use crate::wire::frame::{
+    self, REPLY_BUF_LEN, REPLY_DATA_OFFSET, REQUEST_OFFSET, Rejection, Request,
+};
+use crate::wire::ulog::RequestType;
+
+/// Limits chosen by the operator.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How many logs may be live at once (--max-logs).
+    pub max_logs: usize,
+    /// Bytes all bitmaps together may take (--memory-budget).
+    pub memory_budget: usize,
+}
+
+/// What happened to requests, for SIGUSR1 and for tests.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counters {
+    pub requests: u64,
+    pub error_replies: u64,
+    pub dropped: u64,
+    pub acked_malformed: u64,
+}
+
+pub struct Server {
+    registry: Registry,
+    io: IoBuf,
+    /// Where device nodes for major:minor log devices are made.
+    node_dir: OwnedFd,
+    counters: Counters,
+}
+
+/// A uuid for log lines.
+pub struct Uuid<'a>(pub &'a [u8]);
+
+impl fmt::Display for Uuid<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match core::str::from_utf8(self.0) {
+            Ok(s) => f.write_str(s),
+            Err(_) => write!(f, "{:?}", self.0),
+        }
+    }
+}
+
+/// fmt::Write into a byte slice; fails instead of growing.
+struct SliceWriter<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl fmt::Write for SliceWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        if end > self.buf.len() {
+            return Err(fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// True for 1, 2, 4, 8, ...: log the n-th occurrence of a repeated problem
+/// only then, so a flood of bad frames cannot flood the log.
+fn worth_logging(n: u64) -> bool {
+    n.is_power_of_two()
+}
+
+fn one_region(data: &[u8]) -> Result<u64, Errno> {
+    let bytes: [u8; 8] = data.try_into().map_err(|_| Errno::EINVAL)?;
+    Ok(u64::from_ne_bytes(bytes))
+}
+
+fn regions(data: &[u8]) -> Result<impl Iterator<Item = u64> + '_, Errno> {
+    if data.len() % 8 != 0 {
+        return Err(Errno::EINVAL);
+    }
+    Ok(data
+        .chunks_exact(8)
+        .map(|c| u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])))
+}
+
+fn put_u64(out: &mut [u8], at: usize, v: u64) {
+    out[at..at + 8].copy_from_slice(&v.to_ne_bytes());
+}
+
+impl Server {
+    pub fn new(limits: Limits, node_dir: OwnedFd) -> Self {
+        Server {
+            registry: Registry::new(limits.max_logs, limits.memory_budget),
+            io: IoBuf::new(),
+            node_dir,
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Handles one datagram from the kernel and returns the length of the
+    /// reply written to `out`, or None when the datagram is dropped.
+    pub fn handle(&mut self, datagram: &[u8], out: &mut [u8; REPLY_BUF_LEN]) -> Option<usize> {
+        let req = match frame::parse_request(datagram) {
+            Ok(req) => req,
+            Err(rejection) => return self.reject(datagram, rejection, out),
+        };
+        self.counters.requests += 1;
+        let result = self.dispatch(&req, &mut out[REPLY_DATA_OFFSET..]);
+        let (error, len) = match result {
+            Ok(len) => (0, len),
+            Err(e) => {
+                self.counters.error_replies += 1;
+                (-(e as i32), 0)
+            }
+        };
+        Some(frame::emit_reply(out, req.header, req.cn_seq, error, len))
+    }
+
+    fn reject(
+        &mut self,
+        datagram: &[u8],
+        rejection: Rejection,
+        out: &mut [u8; REPLY_BUF_LEN],
+    ) -> Option<usize> {
+        match rejection {
+            Rejection::Drop(reason) => {
+                self.counters.dropped += 1;
+                if worth_logging(self.counters.dropped) {
+                    log::warn!(
+                        "dropped a datagram ({reason}); {} dropped so far",
+                        self.counters.dropped
+                    );
+                }
+                None
+            }
+            Rejection::Ack { reason, seq, errno } => {
+                self.counters.acked_malformed += 1;
+                if worth_logging(self.counters.acked_malformed) {
+                    log::warn!(
+                        "malformed request seq {seq} ({reason}): answered error {errno}; {} so far",
+                        self.counters.acked_malformed
+                    );
+                }
+                Some(frame::emit_ack(out, seq, errno))
+            }
+            Rejection::Reply {
+                reason,
+                cn_seq,
+                errno,
+            } => {
+                self.counters.acked_malformed += 1;
+                if worth_logging(self.counters.acked_malformed) {
+                    log::warn!(
+                        "malformed request seq {cn_seq} ({reason}): answered error -{errno}; {} so far",
+                        self.counters.acked_malformed
+                    );
+                }
+                let header = &datagram[REQUEST_OFFSET..REPLY_DATA_OFFSET];
+                Some(frame::emit_reply(out, header, cn_seq, -errno, 0))
+            }
+        }
+    }
+
+    fn dispatch(&mut self, req: &Request<'_>, out: &mut [u8]) -> Result<usize, Errno> {
+        let Some(kind) = RequestType::from_field(req.request_type_field) else {
+            log::warn!(
+                "log {}: unknown request type {}: answered -EINVAL",
+                Uuid(req.uuid),
+                req.request_type_field
+            );
+            return Err(Errno::EINVAL);
+        };
+        if kind == RequestType::Ctr {
+            return self.construct(req, out);
+        }
+        let Some(index) = self.registry.find(req.uuid, req.luid) else {
+            if kind == RequestType::Dtr {
+                // Already gone: a resent DTR changes nothing.
+                return Ok(0);
+            }
+            log::warn!(
+                "{} for unknown log {}/{}: answered -ESRCH so the kernel reconnects it",
+                kind.name(),
+                Uuid(req.uuid),
+                req.luid
+            );
+            return Err(Errno::ESRCH);
+        };
+        if kind == RequestType::Dtr {
+            let entry = self.registry.remove(index);
+            log::info!("log {} destroyed", Uuid(&entry.uuid));
+            return Ok(0);
+        }
+        let result = self.operate(kind, index, req.data, out);
+        if let Err(e) = result {
+            log::warn!(
+                "log {}: {} failed: {}",
+                Uuid(req.uuid),
+                kind.name(),
+                e.desc()
+            );
+        }
+        result
+    }
+
+    /// Every request but CTR and DTR, on a live log.
+    fn operate(
+        &mut self,
+        kind: RequestType,
+        index: usize,
+        data: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, Errno> {
+        let log = &mut self.registry.get_mut(index).log;
+        let expect_empty = |data: &[u8]| {
+            if data.is_empty() {
+                Ok(())
+            } else {
+                Err(Errno::EINVAL)
+            }
+        };
+        let existing = |log: &DirtyLog, region: u64| {
+            if log.has_region(region) {
+                Ok(region)
+            } else {
+                Err(Errno::EINVAL)
+            }
+        };
+        match kind {
+            RequestType::Ctr | RequestType::Dtr => unreachable_request(),
+            RequestType::Presuspend => {
+                expect_empty(data)?;
+                Ok(0)
+            }
+            RequestType::Postsuspend => {
+                expect_empty(data)?;
+                // Write out pending clears so the device is current while
+                // the mirror is suspended.
+                log.flush(&mut self.io)?;
+                Ok(0)
+            }
+            RequestType::Resume => {
+                expect_empty(data)?;
+                log.resume(&mut self.io)?;
+                Ok(0)
+            }
+            RequestType::GetRegionSize => {
+                expect_empty(data)?;
+                put_u64(out, 0, u64::from(log.region_size()));
+                Ok(8)
+            }
+            RequestType::IsClean => {
+                let r = existing(log, one_region(data)?)?;
+                put_u64(out, 0, u64::from(log.is_clean(r)));
+                Ok(8)
+            }
+            RequestType::InSync => {
+                let r = existing(log, one_region(data)?)?;
+                put_u64(out, 0, u64::from(log.in_sync(r)));
+                Ok(8)
+            }
+            RequestType::MarkRegion | RequestType::ClearRegion | RequestType::Flush => {
+                // Check every region before touching any, so a bad request
+                // changes nothing.
+                for r in regions(data)? {
+                    existing(log, r)?;
+                }
+                if kind == RequestType::ClearRegion {
+                    regions(data)?.for_each(|r| log.clear(r));
+                } else {
+                    regions(data)?.for_each(|r| log.mark(r));
+                }
+                if kind == RequestType::Flush {
+                    log.flush(&mut self.io)?;
+                }
+                Ok(0)
+            }
+            RequestType::GetResyncWork => {
+                expect_empty(data)?;
+                let work = log.get_resync_work();
+                put_u64(out, 0, u64::from(work.is_some()));
+                put_u64(out, 8, work.unwrap_or(0));
+                Ok(16)
+            }
+            RequestType::SetRegionSync => {
+                if data.len() != 16 {
+                    return Err(Errno::EINVAL);
+                }
+                let r = existing(log, one_region(&data[..8])?)?;
+                let in_sync = one_region(&data[8..])? != 0;
+                log.set_region_sync(r, in_sync);
+                Ok(0)
+            }
+            RequestType::GetSyncCount => {
+                expect_empty(data)?;
+                put_u64(out, 0, log.sync_count());
+                Ok(8)
+            }
+            RequestType::IsRemoteRecovering => {
+                existing(log, one_region(data)?)?;
+                // One node: nothing recovers elsewhere. The hint is the first
+                // region not in sync, never region_count before all are.
+                put_u64(out, 0, 0);
+                put_u64(out, 8, log.first_unsynced());
+                Ok(16)
+            }
+            RequestType::StatusInfo | RequestType::StatusTable => {
+                let mut w = SliceWriter {
+                    buf: &mut out[..frame::MAX_REPLY_DATA - 1],
+                    len: 0,
+                };
+                let written = if kind == RequestType::StatusInfo {
+                    log.status_info(&mut w)
+                } else {
+                    log.status_table(&mut w)
+                };
+                written.map_err(|_| Errno::ENOSPC)?;
+                let len = w.len;
+                // NUL-terminated: the text ends the mirror's status line.
+                out[len] = 0;
+                Ok(len + 1)
+            }
+        }
+    }
+
+    /// CTR: a new log, or a log this daemon already holds (the kernel
+    /// reconnecting after a lost request), which is kept as it is.
+    fn construct(&mut self, req: &Request<'_>, out: &mut [u8]) -> Result<usize, Errno> {
+        // A reconnecting kernel sends the string with its NUL and has no room
+        // for reply data; the first CTR of a table has no NUL.
+        let (text, reconnect) = match req.data.split_last() {
+            Some((0, text)) => (text, true),
+            _ => (req.data, false),
+        };
+        let uuid = Uuid(req.uuid);
+        if let Some(index) = self.registry.find(req.uuid, req.luid) {
+            log::info!("log {uuid}: CTR for a live log; kept as it is");
+            return Ok(if reconnect {
+                0
+            } else {
+                device_reply(&self.registry.get(index).log, text, out)
+            });
+        }
+        let args = params::parse(text).map_err(|e| {
+            log::error!(
+                "log {uuid}: table refused: {e} (constructor string {:?})",
+                String::from_utf8_lossy(text)
+            );
+            Errno::EINVAL
+        })?;
+        if req.uuid.is_empty() {
+            log::error!("table refused: the log has an empty uuid");
+            return Err(Errno::EINVAL);
+        }
+        if let Err(no_room) = self
+            .registry
+            .check_room(DirtyLog::heap_bytes_for(args.region_count))
+        {
+            log_no_room(&uuid, no_room);
+            return Err(Errno::ENOMEM);
+        }
+        let store = match args.device {
+            Some(spec) => Some(self.open_store(&uuid, spec, &args)?),
+            None => None,
+        };
+        let origin = if reconnect {
+            Origin::ReconnectUnknown
+        } else {
+            Origin::New
+        };
+        let log = DirtyLog::new(&args, store, origin).map_err(|_| {
+            log::error!(
+                "log {uuid}: out of memory for {} regions; raise --memory-budget or free memory",
+                args.region_count
+            );
+            Errno::ENOMEM
+        })?;
+        let mut entry = Entry {
+            uuid: heapless::Vec::new(),
+            luid: req.luid,
+            ctr: heapless::Vec::new(),
+            log,
+        };
+        // Both fit: the uuid was checked by the wire view and the string is
+        // bounded by the kernel's 512-byte request.
+        let _ = entry.uuid.extend_from_slice(req.uuid);
+        let _ = entry
+            .ctr
+            .extend_from_slice(&text[..text.len().min(entry.ctr.capacity())]);
+        let reply = if reconnect {
+            0
+        } else {
+            device_reply(&entry.log, text, out)
+        };
+        log::info!(
+            "log {uuid} created{}: {} with {} regions of {} sectors{}",
+            if reconnect { " on reconnect" } else { "" },
+            args.log_type.name(),
+            args.region_count,
+            args.region_size,
+            match args.device {
+                Some(_) => " on a log device",
+                None => "",
+            }
+        );
+        if let Err(no_room) = self.registry.insert(entry) {
+            log_no_room(&uuid, no_room);
+            return Err(Errno::ENOMEM);
+        }
+        Ok(reply)
+    }
+
+    fn open_store(
+        &mut self,
+        uuid: &Uuid<'_>,
+        spec: &str,
+        args: &LogArgs<'_>,
+    ) -> Result<DiskStore, Errno> {
+        let device = LogDevice::open(spec, self.node_dir.as_fd()).map_err(|e| {
+            log::error!("log {uuid}: table refused: log device {spec:?}: {e}");
+            e.errno
+        })?;
+        let have = device.size();
+        DiskStore::new(device, args.region_count).map_err(|need| {
+            log::error!(
+                "log {uuid}: table refused: log device {spec:?} is too small: {have} bytes, \
+                 {need} needed for {} regions",
+                args.region_count
+            );
+            Errno::EINVAL
+        })
+    }
+
+    /// Counts and (rate-limited) logs a datagram dropped before parsing.
+    pub fn drop_datagram(&mut self, reason: &'static str) {
+        let mut unused = [0u8; REPLY_BUF_LEN];
+        self.reject(&[], Rejection::Drop(reason), &mut unused);
+    }
+
+    /// Logs one line per live log: the SIGUSR1 summary.
+    pub fn log_summary(&self) {
+        let c = self.counters;
+        log::info!(
+            "{} live log(s), {} bytes of bitmaps; {} requests, {} error replies, {} dropped, {} malformed",
+            self.registry.len(),
+            self.registry.used_bytes(),
+            c.requests,
+            c.error_replies,
+            c.dropped,
+            c.acked_malformed
+        );
+        for e in self.registry.iter() {
+            let log = &e.log;
+            let mut status = heapless::String::<128>::new();
+            let _ = log.status_info(&mut status);
+            log::info!(
+                "log {} luid {}: {}, {} regions of {} sectors, {} in sync, {} dirty, status \"{}\"",
+                Uuid(&e.uuid),
+                e.luid,
+                log.log_type().name(),
+                log.region_count(),
+                log.region_size(),
+                log.sync_count(),
+                log.dirty_count(),
+                status
+            );
+        }
+    }
+}
+
+#[cold]
+fn unreachable_request() -> Result<usize, Errno> {
+    Err(Errno::EINVAL)
+}
+
+fn log_no_room(uuid: &Uuid<'_>, no_room: NoRoom) {
+    match no_room {
+        NoRoom::TooManyLogs { max_logs } => log::error!(
+            "log {uuid}: refused with -ENOMEM: {max_logs} logs are live already; raise --max-logs"
+        ),
+        NoRoom::OverBudget {
+            needed,
+            used,
+            budget,
+        } => log::error!(
+            "log {uuid}: refused with -ENOMEM: its bitmaps need {needed} bytes, {used} of \
+             {budget} are in use; raise --memory-budget"
+        ),
+    }
+}
+
+/// The CTR reply of a disk log: the device the kernel must hold, as
+/// "major:minor" (resolvable by the kernel without any path), NUL-terminated.
+fn device_reply(log: &DirtyLog, text: &[u8], out: &mut [u8]) -> usize {
+    let Some(d) = log.disk() else {
+        return 0;
+    };
+    let dev = d.device();
+    let mut w = SliceWriter {
+        buf: &mut out[..frame::MAX_REPLY_DATA - 1],
+        len: 0,
+    };
+    let written = if dev.major() == 0 && dev.minor() == 0 {
+        // A regular file (tests only): echo the device argument as given.
+        let spec = params::parse(text)
+            .ok()
+            .and_then(|a| a.device)
+            .unwrap_or_default();
+        fmt::Write::write_str(&mut w, spec)
+    } else {
+        fmt::Write::write_fmt(&mut w, format_args!("{}:{}", dev.major(), dev.minor()))
+    };
+    if written.is_err() {
+        return 0;
+    }
+    let len = w.len;
+    out[len] = 0;
+    len + 1
+}

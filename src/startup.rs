@@ -1,0 +1,268 @@
+//! Start-up: logging, privilege checks, the pid file, detaching, and the
+//! measures that keep a storage daemon alive under memory pressure.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::sys::mman::{MlockAllFlags, mlockall};
+use nix::sys::stat::Mode;
+use nix::unistd;
+
+use crate::sys::{self, Forked};
+
+/// Exit codes, documented in --help and the man page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum ExitCode {
+    Ok = 0,
+    Runtime = 1,
+    Usage = 2,
+    Environment = 3,
+    AlreadyRunning = 4,
+}
+
+/// A start-up failure: what to print and how to exit.
+#[derive(Debug)]
+pub struct Fatal {
+    pub code: ExitCode,
+    pub message: String,
+}
+
+impl Fatal {
+    pub fn new(code: ExitCode, message: impl Into<String>) -> Self {
+        Fatal {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Where log lines go.
+pub enum LogTarget {
+    Stderr,
+    /// The kernel log, beside device-mapper's own messages.
+    Kmsg(File),
+}
+
+/// Sets up env_logger: `verbosity` 0 = info, 1 = debug, 2+ = trace; RUST_LOG
+/// overrides.
+pub fn init_logger(verbosity: u8, target: LogTarget) {
+    let level = match verbosity {
+        0 => log::LevelFilter::Info,
+        1 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(level);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&spec);
+    }
+    match target {
+        LogTarget::Stderr => {
+            builder.format(|buf, record| {
+                writeln!(buf, "dm-ulogd: {}: {}", record.level(), record.args())
+            });
+            builder.target(env_logger::Target::Stderr);
+        }
+        LogTarget::Kmsg(file) => {
+            let pid = std::process::id();
+            builder.format(move |buf, record| {
+                // Syslog priorities, which /dev/kmsg reads from the prefix.
+                let priority = match record.level() {
+                    log::Level::Error => 3,
+                    log::Level::Warn => 4,
+                    log::Level::Info => 6,
+                    log::Level::Debug | log::Level::Trace => 7,
+                };
+                writeln!(buf, "<{priority}>dm-ulogd[{pid}]: {}", record.args())
+            });
+            builder.target(env_logger::Target::Pipe(Box::new(file)));
+        }
+    }
+    let _ = builder.try_init();
+}
+
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// Checks the effective capabilities the protocol needs: CAP_NET_ADMIN to
+/// join the connector group, CAP_SYS_ADMIN or the kernel silently drops
+/// every reply.
+pub fn check_privileges() -> Result<(), Fatal> {
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| {
+        Fatal::new(
+            ExitCode::Environment,
+            format!("cannot read /proc/self/status to check privileges ({e}): is /proc mounted?"),
+        )
+    })?;
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .ok_or_else(|| Fatal::new(ExitCode::Environment, "no CapEff line in /proc/self/status"))?;
+    let missing: Vec<&str> = [
+        (CAP_NET_ADMIN, "CAP_NET_ADMIN"),
+        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+    ]
+    .iter()
+    .filter(|(bit, _)| cap_eff & (1 << bit) == 0)
+    .map(|&(_, name)| name)
+    .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Fatal::new(
+            ExitCode::Environment,
+            format!(
+                "missing {}: the kernel accepts log replies only from a process with \
+                 CAP_SYS_ADMIN and the connector group needs CAP_NET_ADMIN; run as root",
+                missing.join(" and ")
+            ),
+        ))
+    }
+}
+
+/// Creates, locks and fills the pid file; the lock lives as long as the
+/// returned handle, so a second instance fails to take it.
+pub fn lock_pidfile(path: &Path) -> Result<Flock<File>, Fatal> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            Fatal::new(
+                ExitCode::Runtime,
+                format!(
+                    "cannot open pid file {}: {e} (choose another with --pidfile)",
+                    path.display()
+                ),
+            )
+        })?;
+    let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(mut f, _)| {
+        let mut other = String::new();
+        let _ = f.read_to_string(&mut other);
+        Fatal::new(
+            ExitCode::AlreadyRunning,
+            format!(
+                "another dm-ulogd (pid {}) holds {}; only one may serve the kernel",
+                other.trim(),
+                path.display()
+            ),
+        )
+    })?;
+    let pid = format!("{}\n", std::process::id());
+    let written = lock
+        .set_len(0)
+        .and_then(|()| (&*lock).write_all(pid.as_bytes()));
+    written.map_err(|e| {
+        Fatal::new(
+            ExitCode::Runtime,
+            format!("cannot write pid file {}: {e}", path.display()),
+        )
+    })?;
+    Ok(lock)
+}
+
+/// Creates the state directory and opens it; everything the daemon later
+/// makes there goes through this descriptor, which stays valid after the
+/// initramfs's switch_root moves /run.
+pub fn open_state_dir(path: &Path) -> Result<OwnedFd, Fatal> {
+    std::fs::create_dir_all(path).map_err(|e| {
+        Fatal::new(
+            ExitCode::Runtime,
+            format!(
+                "cannot create state directory {}: {e} (see --state-dir)",
+                path.display()
+            ),
+        )
+    })?;
+    nix::fcntl::open(
+        path,
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        Fatal::new(
+            ExitCode::Runtime,
+            format!(
+                "cannot open state directory {}: {}",
+                path.display(),
+                e.desc()
+            ),
+        )
+    })
+}
+
+/// Locks all memory and opts out of the OOM killer: a daemon in the write
+/// path of a mirror must not be paged out or killed when memory is short.
+pub fn harden() {
+    if let Err(e) = mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE) {
+        log::warn!("mlockall failed ({}): memory may be paged out", e.desc());
+    }
+    if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "-1000") {
+        log::warn!("cannot set oom_score_adj to -1000 ({e}): the OOM killer may pick this daemon");
+    }
+}
+
+/// The child's end of the readiness pipe.
+pub struct Ready(OwnedFd);
+
+impl Ready {
+    /// Tells the waiting parent that the daemon listens.
+    pub fn listening(self) {
+        let _ = unistd::write(&self.0, b"OK");
+    }
+
+    /// Tells the waiting parent why start-up failed.
+    pub fn failed(self, message: &str) {
+        let _ = unistd::write(&self.0, message.as_bytes());
+    }
+}
+
+/// Forks. The parent waits until the child reports and exits with the
+/// child's verdict (this function returns only in the child). The child
+/// starts a new session and points its standard streams at /dev/null.
+pub fn detach() -> Result<Ready, Fatal> {
+    let (read_end, write_end) = unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| Fatal::new(ExitCode::Runtime, format!("pipe: {}", e.desc())))?;
+    match sys::fork().map_err(|e| Fatal::new(ExitCode::Runtime, format!("fork: {}", e.desc())))? {
+        Forked::Parent { child } => {
+            drop(write_end);
+            let mut verdict = Vec::new();
+            let _ = File::from(read_end).read_to_end(&mut verdict);
+            if verdict == b"OK" {
+                std::process::exit(ExitCode::Ok as i32);
+            }
+            let status = nix::sys::wait::waitpid(child, None);
+            let code = match status {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, c)) if c != 0 => c,
+                _ => ExitCode::Runtime as i32,
+            };
+            let message = String::from_utf8_lossy(&verdict);
+            if message.is_empty() {
+                eprintln!("dm-ulogd: the daemon exited during start-up ({status:?})");
+            } else {
+                eprintln!("dm-ulogd: {message}");
+            }
+            std::process::exit(code);
+        }
+        Forked::Child => {
+            drop(read_end);
+            let _ = unistd::setsid();
+            if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
+                let _ = unistd::dup2_stdin(null.as_fd());
+                let _ = unistd::dup2_stdout(null.as_fd());
+                let _ = unistd::dup2_stderr(null.as_fd());
+            }
+            Ok(Ready(write_end))
+        }
+    }
+}

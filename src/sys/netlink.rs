@@ -1,0 +1,186 @@
+//! The netlink connector socket (PROTOCOL.md section 1).
+
+use std::mem::size_of;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{self, MsgFlags, NetlinkAddr, sockopt};
+
+use crate::wire::cn_msg::CN_IDX_DM;
+
+/// NETLINK_CONNECTOR protocol number (nix has no SockProtocol for it).
+const NETLINK_CONNECTOR: libc::c_int = 11;
+
+/// A datagram taken off the socket.
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    /// Bytes copied into the buffer.
+    pub len: usize,
+    /// The datagram was longer than the buffer (the rest is lost).
+    pub truncated: bool,
+    /// The sender's netlink port id; 0 is the kernel.
+    pub sender_port: u32,
+}
+
+/// Why the socket could not be set up.
+#[derive(Debug)]
+pub enum SocketError {
+    /// The kernel has no netlink connector (CONFIG_CONNECTOR).
+    NoConnector,
+    /// Joining group 7 needs CAP_NET_ADMIN.
+    NotPermitted,
+    Other(&'static str, Errno),
+}
+
+impl core::fmt::Display for SocketError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SocketError::NoConnector => f.write_str(
+                "this kernel has no netlink connector (CONFIG_CONNECTOR); \
+                 device-mapper's userspace log cannot reach any daemon",
+            ),
+            SocketError::NotPermitted => f.write_str(
+                "joining the device-mapper connector group needs CAP_NET_ADMIN: run as root",
+            ),
+            SocketError::Other(what, e) => write!(f, "{what}: {}", e.desc()),
+        }
+    }
+}
+
+/// A non-blocking NETLINK_CONNECTOR socket subscribed to CN_IDX_DM.
+#[derive(Debug)]
+pub struct ConnectorSocket {
+    fd: OwnedFd,
+}
+
+impl ConnectorSocket {
+    /// Opens the socket, binds it with no groups, joins group 7 with
+    /// NETLINK_ADD_MEMBERSHIP (binding with nl_groups = CN_IDX_DM would be a
+    /// bitmask and subscribe groups 1-3 too) and asks for `rcvbuf` bytes of
+    /// receive queue (forced past rmem_max where allowed).
+    pub fn open(rcvbuf: usize) -> Result<Self, SocketError> {
+        let fd = Self::open_unbound()?;
+        socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))
+            .map_err(|e| SocketError::Other("cannot bind the connector socket", e))?;
+        join_group(fd.as_fd(), CN_IDX_DM).map_err(|e| match e {
+            Errno::EPERM | Errno::EACCES => SocketError::NotPermitted,
+            e => SocketError::Other("cannot join the device-mapper connector group", e),
+        })?;
+        let sock = ConnectorSocket { fd };
+        if socket::setsockopt(&sock.fd, sockopt::RcvBufForce, &rcvbuf).is_err() {
+            // Without CAP_NET_ADMIN the kernel caps this at rmem_max.
+            let _ = socket::setsockopt(&sock.fd, sockopt::RcvBuf, &rcvbuf);
+        }
+        Ok(sock)
+    }
+
+    /// A bound socket that has joined no group: the tests use one to play
+    /// a sender that is not the kernel.
+    pub fn open_unicast() -> Result<Self, SocketError> {
+        let fd = Self::open_unbound()?;
+        socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))
+            .map_err(|e| SocketError::Other("cannot bind the connector socket", e))?;
+        Ok(ConnectorSocket { fd })
+    }
+
+    fn open_unbound() -> Result<OwnedFd, SocketError> {
+        // SAFETY: socket(2) takes no pointers; a non-negative result is a new
+        // descriptor that nothing else owns, so OwnedFd may take it.
+        let raw: RawFd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                NETLINK_CONNECTOR,
+            )
+        };
+        if raw < 0 {
+            return Err(match Errno::last() {
+                Errno::EPROTONOSUPPORT | Errno::EAFNOSUPPORT => SocketError::NoConnector,
+                e => SocketError::Other("cannot open a netlink connector socket", e),
+            });
+        }
+        // SAFETY: see above: `raw` is a fresh, valid, unowned descriptor.
+        Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    }
+
+    /// The netlink port id the kernel gave this socket.
+    pub fn port_id(&self) -> Result<u32, Errno> {
+        let addr: NetlinkAddr = socket::getsockname(self.fd.as_raw_fd())?;
+        Ok(addr.pid())
+    }
+
+    /// The receive queue size the kernel granted.
+    pub fn rcvbuf(&self) -> Result<usize, Errno> {
+        socket::getsockopt(&self.fd, sockopt::RcvBuf)
+    }
+
+    /// Takes one datagram; EAGAIN when the queue is empty, ENOBUFS when the
+    /// queue overflowed and datagrams were lost.
+    pub fn recv(&self, buf: &mut [u8]) -> Result<Received, Errno> {
+        // SAFETY: all-zero bytes are a valid sockaddr_nl.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        let mut addr_len = size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        // SAFETY: `buf` is valid for writes of buf.len() bytes; `addr` and
+        // `addr_len` are live locals of the sizes passed. With MSG_TRUNC the
+        // result is the datagram's real length, but the kernel still writes
+        // at most buf.len() bytes.
+        let n = unsafe {
+            libc::recvfrom(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+                (&mut addr as *mut libc::sockaddr_nl).cast(),
+                &mut addr_len,
+            )
+        };
+        if n < 0 {
+            return Err(Errno::last());
+        }
+        let n = n as usize;
+        Ok(Received {
+            len: n.min(buf.len()),
+            truncated: n > buf.len(),
+            sender_port: addr.nl_pid,
+        })
+    }
+
+    /// Sends one datagram to the netlink port `port` (0 = the kernel).
+    pub fn send_to(&self, datagram: &[u8], port: u32) -> Result<(), Errno> {
+        socket::sendto(
+            self.fd.as_raw_fd(),
+            datagram,
+            &NetlinkAddr::new(port, 0),
+            MsgFlags::empty(),
+        )
+        .map(|_| ())
+    }
+}
+
+impl AsFd for ConnectorSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for ConnectorSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+fn join_group(fd: BorrowedFd<'_>, group: u32) -> Result<(), Errno> {
+    let group: libc::c_int = group as libc::c_int;
+    // SAFETY: the option value points at a live c_int and its size is
+    // passed; the fd is borrowed and therefore open.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_NETLINK,
+            libc::NETLINK_ADD_MEMBERSHIP,
+            (&group as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+}
