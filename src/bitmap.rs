@@ -271,7 +271,7 @@ mod tests {
                 let x = rng.next() % (len + 10);
                 let y = rng.next() % (len + 10);
                 let (from, to) = (x.min(y), x.max(y));
-                let value = rng.next() % 2 == 0;
+                let value = rng.next().is_multiple_of(2);
                 if value {
                     a.set_range(from, to);
                 } else {

@@ -46,11 +46,7 @@ pub fn run(server: &mut Server, socket: &ConnectorSocket, signals: &SignalFd) ->
         for event in events.iter() {
             match event.token() {
                 NETLINK => drain_socket(server, socket, &mut rx, &mut tx)?,
-                SIGNALS => {
-                    if drain_signals(server, signals)? {
-                        return Ok(());
-                    }
-                }
+                SIGNALS if drain_signals(server, signals)? => return Ok(()),
                 _ => {}
             }
         }

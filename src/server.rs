@@ -85,7 +85,7 @@ fn one_region(data: &[u8]) -> Result<u64, Errno> {
 }
 
 fn regions(data: &[u8]) -> Result<impl Iterator<Item = u64> + '_, Errno> {
-    if data.len() % 8 != 0 {
+    if !data.len().is_multiple_of(8) {
         return Err(Errno::EINVAL);
     }
     Ok(data
