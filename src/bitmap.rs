@@ -5,14 +5,22 @@
 //! Invariant: bits at and past `len` in the last word are always zero, so a
 //! popcount of the words is the count of set bits.
 
-use std::collections::TryReserveError;
+use nix::errno::Errno;
+
+use crate::sys::mapping::MappedWords;
 
 const WORD_BITS: u64 = 64;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Bitmap {
-    words: Vec<u64>,
+    words: MappedWords,
     len: u64,
+}
+
+impl PartialEq for Bitmap {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && *self.words == *other.words
+    }
 }
 
 /// Number of u64 words that hold `bits` bits.
@@ -21,14 +29,22 @@ pub fn words_for(bits: u64) -> usize {
 }
 
 impl Bitmap {
-    /// A bitmap of `len` zero bits. Allocation failure is an error, not an
-    /// abort: the caller answers the kernel with -ENOMEM.
-    pub fn try_new(len: u64) -> Result<Self, TryReserveError> {
-        let n = words_for(len);
-        let mut words = Vec::new();
-        words.try_reserve_exact(n)?;
-        words.resize(n, 0);
+    /// A bitmap of `len` zero bits in memory of its own. Running out of
+    /// memory is an error, not an abort: the kernel gets -ENOMEM.
+    pub fn try_new(len: u64) -> Result<Self, Errno> {
+        let words = MappedWords::anonymous(words_for(len))?;
         Ok(Bitmap { words, len })
+    }
+
+    /// A bitmap of `len` bits over existing words (for instance a state
+    /// file's mapping), which keep their contents except the tail bits.
+    pub fn from_words(words: MappedWords, len: u64) -> Result<Self, Errno> {
+        if words.len() != words_for(len) {
+            return Err(Errno::EINVAL);
+        }
+        let mut b = Bitmap { words, len };
+        b.trim_tail();
+        Ok(b)
     }
 
     pub fn len(&self) -> u64 {

@@ -4,14 +4,9 @@
 use crate::log::DirtyLog;
 use crate::wire::ulog::MAX_UUID_LEN;
 
-/// The longest constructor string kept for comparing reconnects.
-pub const MAX_CTR_LEN: usize = 512;
-
 pub struct Entry {
     pub uuid: heapless::Vec<u8, MAX_UUID_LEN>,
     pub luid: u64,
-    /// The constructor string as the kernel sent it (without NUL).
-    pub ctr: heapless::Vec<u8, MAX_CTR_LEN>,
     pub log: DirtyLog,
 }
 

@@ -3,13 +3,15 @@
 //! the memory budget).
 
 use core::fmt;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use nix::errno::Errno;
 
+use crate::bitmap::Bitmap;
 use crate::log::device::LogDevice;
 use crate::log::disk::{DiskStore, IoBuf};
 use crate::log::params::{self, LogArgs};
+use crate::log::state::{Identity, StateDir};
 use crate::log::{DirtyLog, Origin};
 use crate::registry::{Entry, NoRoom, Registry};
 use crate::wire::frame::{
@@ -38,8 +40,8 @@ pub struct Counters {
 pub struct Server {
     registry: Registry,
     io: IoBuf,
-    /// Where device nodes for major:minor log devices are made.
-    node_dir: OwnedFd,
+    /// State files, and device nodes for major:minor log devices.
+    state: StateDir,
     counters: Counters,
 }
 
@@ -98,11 +100,12 @@ fn put_u64(out: &mut [u8], at: usize, v: u64) {
 }
 
 impl Server {
-    pub fn new(limits: Limits, node_dir: OwnedFd) -> Self {
+    /// `state_dir` is the open state directory (--state-dir).
+    pub fn new(limits: Limits, state_dir: OwnedFd) -> Self {
         Server {
             registry: Registry::new(limits.max_logs, limits.memory_budget),
             io: IoBuf::new(),
-            node_dir,
+            state: StateDir::new(state_dir),
             counters: Counters::default(),
         }
     }
@@ -205,6 +208,7 @@ impl Server {
         };
         if kind == RequestType::Dtr {
             let entry = self.registry.remove(index);
+            self.state.remove(&entry.uuid, entry.luid);
             log::info!("log {} destroyed", Uuid(&entry.uuid));
             return Ok(0);
         }
@@ -380,30 +384,21 @@ impl Server {
             Some(spec) => Some(self.open_store(&uuid, spec, &args)?),
             None => None,
         };
-        let origin = if reconnect {
-            Origin::ReconnectUnknown
-        } else {
-            Origin::New
+        let id = Identity {
+            uuid: req.uuid,
+            luid: req.luid,
+            ctr: text,
+            region_count: args.region_count,
         };
-        let log = DirtyLog::new(&args, store, origin).map_err(|_| {
-            log::error!(
-                "log {uuid}: out of memory for {} regions; raise --memory-budget or free memory",
-                args.region_count
-            );
-            Errno::ENOMEM
-        })?;
+        let (clean, sync, origin) = self.bits_for(&id, reconnect)?;
+        let log = DirtyLog::new(&args, clean, sync, store, origin);
         let mut entry = Entry {
             uuid: heapless::Vec::new(),
             luid: req.luid,
-            ctr: heapless::Vec::new(),
             log,
         };
-        // Both fit: the uuid was checked by the wire view and the string is
-        // bounded by the kernel's 512-byte request.
+        // Fits: the wire view checked the uuid's length.
         let _ = entry.uuid.extend_from_slice(req.uuid);
-        let _ = entry
-            .ctr
-            .extend_from_slice(&text[..text.len().min(entry.ctr.capacity())]);
         let reply = if reconnect {
             0
         } else {
@@ -411,7 +406,11 @@ impl Server {
         };
         log::info!(
             "log {uuid} created{}: {} with {} regions of {} sectors{}",
-            if reconnect { " on reconnect" } else { "" },
+            match origin {
+                Origin::New => "",
+                Origin::Restored => " on reconnect from its saved state",
+                Origin::ReconnectUnknown => " on reconnect with no saved state",
+            },
             args.log_type.name(),
             args.region_count,
             args.region_size,
@@ -422,9 +421,50 @@ impl Server {
         );
         if let Err(no_room) = self.registry.insert(entry) {
             log_no_room(&uuid, no_room);
+            self.state.remove(req.uuid, req.luid);
             return Err(Errno::ENOMEM);
         }
         Ok(reply)
+    }
+
+    /// The bitmaps of a new log: its saved state when the kernel reconnects
+    /// a log a previous daemon served, else a fresh state file, else (when
+    /// the state directory fails) plain memory.
+    fn bits_for(
+        &mut self,
+        id: &Identity<'_>,
+        reconnect: bool,
+    ) -> Result<(Bitmap, Bitmap, Origin), Errno> {
+        let uuid = Uuid(id.uuid);
+        if reconnect {
+            match self.state.restore(id) {
+                Ok(Some((clean, sync))) => return Ok((clean, sync, Origin::Restored)),
+                Ok(None) => {}
+                Err(e) => log::warn!("log {uuid}: cannot read its saved state: {}", e.desc()),
+            }
+        }
+        let origin = if reconnect {
+            Origin::ReconnectUnknown
+        } else {
+            Origin::New
+        };
+        match self.state.create(id) {
+            Ok((clean, sync)) => Ok((clean, sync, origin)),
+            Err(e) => {
+                log::warn!(
+                    "log {uuid}: cannot create its state file ({}); its bits will not survive \
+                     a restart of dm-ulogd (check --state-dir)",
+                    e.desc()
+                );
+                let out_of_memory = |_| {
+                    log::error!("log {uuid}: out of memory for {} regions", id.region_count);
+                    Errno::ENOMEM
+                };
+                let clean = Bitmap::try_new(id.region_count).map_err(out_of_memory)?;
+                let sync = Bitmap::try_new(id.region_count).map_err(out_of_memory)?;
+                Ok((clean, sync, origin))
+            }
+        }
     }
 
     fn open_store(
@@ -433,7 +473,7 @@ impl Server {
         spec: &str,
         args: &LogArgs<'_>,
     ) -> Result<DiskStore, Errno> {
-        let device = LogDevice::open(spec, self.node_dir.as_fd()).map_err(|e| {
+        let device = LogDevice::open(spec, self.state.fd()).map_err(|e| {
             log::error!("log {uuid}: table refused: log device {spec:?}: {e}");
             e.errno
         })?;

@@ -87,6 +87,9 @@ pub struct DiskStore {
     /// Set once RESUME has read the device; before that the bits are not
     /// the device's and must not be written over it.
     loaded: bool,
+    /// The bits came from a state file: the next RESUME writes them to the
+    /// device instead of reading it.
+    restored: bool,
     health: DeviceHealth,
 }
 
@@ -107,6 +110,7 @@ impl DiskStore {
             dirty_blocks,
             marks_pending: false,
             loaded: false,
+            restored: false,
             health: DeviceHealth::Alive,
         })
     }
@@ -207,6 +211,29 @@ impl DiskStore {
         })
     }
 
+    pub fn mark_restored(&mut self) {
+        self.restored = true;
+    }
+
+    /// True once after `mark_restored`.
+    pub fn take_restored(&mut self) -> bool {
+        std::mem::take(&mut self.restored)
+    }
+
+    /// RESUME of restored bits: the device gets the whole image, durably.
+    pub fn rewrite(&mut self, clean: &Bitmap, io: &mut IoBuf) -> Result<(), Errno> {
+        self.health = DeviceHealth::Alive;
+        self.write_image(clean, io)
+    }
+
+    fn write_image(&mut self, clean: &Bitmap, io: &mut IoBuf) -> Result<(), Errno> {
+        self.loaded = true;
+        let blocks = self.dirty_blocks.len();
+        self.dirty_blocks.set_range(0, blocks);
+        self.marks_pending = true;
+        self.flush(clean, io)
+    }
+
     /// The kernel's disk_resume: reads the device into `clean`, treats a
     /// bad magic (or an explicit sync/nosync) as a new log, sets or clears
     /// regions the device did not know, and writes the whole image back
@@ -244,12 +271,7 @@ impl DiskStore {
         } else {
             clean.clear_range(from, count);
         }
-        self.loaded = true;
-        let blocks = self.dirty_blocks.len();
-        self.dirty_blocks.set_range(0, blocks);
-        self.marks_pending = true;
-        let result = self.flush(clean, io);
-        result.map(|()| known)
+        self.write_image(clean, io).map(|()| known)
     }
 
     /// Reads the image into `clean`; Ok(None) when the header is not a

@@ -5,29 +5,25 @@
 pub mod device;
 pub mod disk;
 pub mod params;
+pub mod state;
 
 use core::fmt::Write;
-use std::collections::TryReserveError;
-
 use nix::errno::Errno;
 
 use crate::bitmap::Bitmap;
 use disk::{DeviceHealth, DiskStore, IoBuf};
 use params::{LogArgs, LogType, SyncMode};
 
-/// How many regions may be handed out by GET_RESYNC_WORK and not yet
-/// settled. dm-raid1 recovers one region at a time (MAX_RECOVERY = 1); the
-/// room above that absorbs requests the kernel resent after a timeout.
-pub const MAX_RECOVERING: usize = 32;
-
 /// How a log's bits start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
     /// The first CTR of a table: a new log, as the kernel builds it.
     New,
-    /// The kernel reconnects a log this daemon does not hold (it restarted)
-    /// and nothing was saved: nothing is known to be in sync. A disk log
-    /// still trusts its device, which RESUME reads.
+    /// The kernel reconnects a log whose state file a previous daemon left:
+    /// the bits are taken as they are, recoveries in flight are forgotten.
+    Restored,
+    /// The kernel reconnects a log with no saved state: nothing is known to
+    /// be in sync. A disk log still trusts its device, which RESUME reads.
     ReconnectUnknown,
 }
 
@@ -41,8 +37,12 @@ pub struct DirtyLog {
     /// 1 = the legs agree on the region.
     sync: Bitmap,
     sync_count: u64,
-    /// Regions handed out for recovery and not yet settled.
-    recovering: heapless::Vec<u64, MAX_RECOVERING>,
+    /// The region handed out by GET_RESYNC_WORK and not yet settled by
+    /// SET_REGION_SYNC. dm-raid1 recovers one region at a time
+    /// (MAX_RECOVERY = 1) and settles it before asking again, so a second
+    /// GET_RESYNC_WORK while one is out is the kernel resending after a
+    /// timeout: it gets the same region, and a resend changes nothing twice.
+    recovering: Option<u64>,
     /// Where GET_RESYNC_WORK looks next; only moves forward until RESUME.
     sync_search: u64,
     /// Every region below this is in sync (a lower bound, advanced lazily).
@@ -51,29 +51,35 @@ pub struct DirtyLog {
 }
 
 impl DirtyLog {
-    /// Builds a log as the kernel's create_log_context does. A disk log
-    /// needs its `store`; its bits become the device's at RESUME.
+    /// Builds a log as the kernel's create_log_context does, over `clean`
+    /// and `sync` bitmaps of region_count bits (zeroed, or restored). A disk
+    /// log needs its `store`; its bits become the device's at RESUME.
     pub fn new(
         args: &LogArgs<'_>,
-        store: Option<DiskStore>,
+        mut clean: Bitmap,
+        mut sync: Bitmap,
+        mut store: Option<DiskStore>,
         origin: Origin,
-    ) -> Result<Self, TryReserveError> {
+    ) -> Self {
         let count = args.region_count;
-        let mut clean = Bitmap::try_new(count)?;
-        clean.fill(true);
-        let mut sync = Bitmap::try_new(count)?;
+        debug_assert!(clean.len() == count && sync.len() == count);
         let mut sync_mode = args.sync;
-        if origin == Origin::ReconnectUnknown && store.is_none() {
-            // A core log whose bits died with the previous daemon: resync all.
-            sync_mode = SyncMode::Force;
-        }
-        let sync_count = if sync_mode == SyncMode::No {
-            sync.fill(true);
-            count
+        let sync_count = if origin == Origin::Restored {
+            if let Some(d) = &mut store {
+                d.mark_restored();
+            }
+            sync.count_ones()
         } else {
-            0
+            if origin == Origin::ReconnectUnknown && store.is_none() {
+                // A core log whose bits died with the previous daemon:
+                // resync everything.
+                sync_mode = SyncMode::Force;
+            }
+            clean.fill(true);
+            sync.fill(sync_mode == SyncMode::No);
+            sync.count_ones()
         };
-        Ok(DirtyLog {
+        DirtyLog {
             log_type: args.log_type,
             region_size: args.region_size,
             sync_mode,
@@ -81,11 +87,11 @@ impl DirtyLog {
             clean,
             sync,
             sync_count,
-            recovering: heapless::Vec::new(),
+            recovering: None,
             sync_search: 0,
             in_sync_floor: 0,
             disk: store,
-        })
+        }
     }
 
     /// Bytes of memory this log holds beyond its fixed-size struct.
@@ -96,7 +102,8 @@ impl DirtyLog {
     }
 
     /// What constructing a log of `region_count` regions will cost, for the
-    /// memory budget, before anything is allocated.
+    /// memory budget, before anything is allocated (the bitmaps; a disk
+    /// log's per-block dirty bits are small enough to ride along).
     pub fn heap_bytes_for(region_count: u64) -> usize {
         2 * crate::bitmap::words_for(region_count) * 8
     }
@@ -173,6 +180,11 @@ impl DirtyLog {
         let Some(d) = &mut self.disk else {
             return Ok(());
         };
+        if d.take_restored() {
+            // The bits came from the state file and are newer than the
+            // device: write them out instead of reading it.
+            return d.rewrite(&self.clean, io);
+        }
         let result = d.load(&mut self.clean, self.sync_mode, io);
         self.sync.copy_from(&self.clean);
         self.sync_count = self.sync.count_ones();
@@ -181,34 +193,26 @@ impl DirtyLog {
 
     /// GET_RESYNC_WORK: the next region to recover, if any.
     pub fn get_resync_work(&mut self) -> Option<u64> {
-        let count = self.region_count();
-        while self.sync_search < count {
-            let region = self.sync.find_next_zero(self.sync_search);
-            if region >= count {
-                self.sync_search = count;
-                return None;
-            }
-            self.sync_search = region + 1;
-            if !self.recovering.contains(&region) {
-                if self.recovering.push(region).is_err() {
-                    // Full: leave the region for a later call.
-                    self.sync_search = region;
-                    log::warn!(
-                        "{} regions are being recovered at once; holding back region {region}",
-                        MAX_RECOVERING
-                    );
-                    return None;
-                }
-                return Some(region);
-            }
+        if let Some(region) = self.recovering {
+            return Some(region);
         }
-        None
+        let count = self.region_count();
+        if self.sync_search >= count {
+            return None;
+        }
+        let region = self.sync.find_next_zero(self.sync_search);
+        self.sync_search = region.saturating_add(1).min(count);
+        if region >= count {
+            return None;
+        }
+        self.recovering = Some(region);
+        Some(region)
     }
 
     /// SET_REGION_SYNC: recovery of `region` ended; `in_sync` says how.
     pub fn set_region_sync(&mut self, region: u64, in_sync: bool) {
-        if let Some(i) = self.recovering.iter().position(|&r| r == region) {
-            self.recovering.swap_remove(i);
+        if self.recovering == Some(region) {
+            self.recovering = None;
         }
         if in_sync {
             if self.sync.set(region) {
@@ -225,11 +229,6 @@ impl DirtyLog {
     pub fn first_unsynced(&mut self) -> u64 {
         self.in_sync_floor = self.sync.find_next_zero(self.in_sync_floor);
         self.in_sync_floor
-    }
-
-    /// Forgets regions handed out for recovery (after a restart).
-    pub fn forget_recovering(&mut self) {
-        self.recovering.clear();
     }
 
     /// STATUS_INFO text, as the kernel's own logs print it.

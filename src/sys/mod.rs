@@ -2,6 +2,7 @@
 //! safely. Every block says why it is sound.
 #![allow(unsafe_code)]
 
+pub mod mapping;
 pub mod netlink;
 
 use std::os::fd::{AsRawFd, BorrowedFd};

@@ -1,0 +1,233 @@
+//! A log's bits live in a state file under the state directory (tmpfs
+//! /run by default), mapped shared: every change is in the file the moment
+//! it is made, with no system call. A daemon killed at any moment and
+//! started again maps the same file when the kernel reconnects the log (a
+//! CTR carrying its NUL) with the same uuid, luid and arguments. A first CTR
+//! always starts fresh; DTR deletes the file.
+//!
+//! File layout: one header page, then the clean words, then the sync words,
+//! each starting on a page boundary.
+
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use nix::unistd::{self, UnlinkatFlags};
+
+use crate::bitmap::{self, Bitmap};
+use crate::sys::mapping::MappedWords;
+use crate::wire::ulog::MAX_UUID_LEN;
+
+/// The longest constructor string a state file keeps; the kernel's
+/// 512-byte request bounds it lower.
+pub const MAX_CTR_LEN: usize = 512;
+const MAGIC: &[u8; 8] = b"DMULOGS1";
+const PAGE: u64 = 4096;
+
+mod field {
+    pub const MAGIC: usize = 0;
+    pub const LUID: usize = 8;
+    pub const REGION_COUNT: usize = 16;
+    pub const UUID_LEN: usize = 24;
+    pub const CTR_LEN: usize = 26;
+    pub const UUID: usize = 64;
+    pub const CTR: usize = 256;
+}
+const HEADER_LEN: usize = field::CTR + MAX_CTR_LEN;
+
+/// Which log a state file belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity<'a> {
+    pub uuid: &'a [u8],
+    pub luid: u64,
+    /// The constructor string without NUL.
+    pub ctr: &'a [u8],
+    pub region_count: u64,
+}
+
+/// The state directory, open for the daemon's lifetime.
+pub struct StateDir {
+    dir: OwnedFd,
+}
+
+/// FNV-1a: a stable name for a uuid of any bytes within NAME_MAX.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn file_name(uuid: &[u8], luid: u64) -> heapless::String<48> {
+    let mut name = heapless::String::new();
+    let _ = core::fmt::Write::write_fmt(
+        &mut name,
+        format_args!("log-{luid:016x}-{:016x}", fnv1a(uuid)),
+    );
+    name
+}
+
+fn words_offset(words: usize) -> (u64, u64, u64) {
+    let bytes = (words as u64 * 8).next_multiple_of(PAGE);
+    (PAGE, PAGE + bytes, PAGE + 2 * bytes)
+}
+
+impl StateDir {
+    pub fn new(dir: OwnedFd) -> Self {
+        StateDir { dir }
+    }
+
+    /// The directory descriptor, also used to make device nodes.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.dir.as_fd()
+    }
+
+    /// Creates (or truncates) the state file of a new log and maps its
+    /// zero-filled clean and sync words.
+    pub fn create(&self, id: &Identity<'_>) -> Result<(Bitmap, Bitmap), Errno> {
+        if id.uuid.len() > MAX_UUID_LEN || id.ctr.len() > MAX_CTR_LEN {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        let name = file_name(id.uuid, id.luid);
+        let fd = nix::fcntl::openat(
+            &self.dir,
+            name.as_str(),
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC,
+            Mode::S_IRUSR | Mode::S_IWUSR,
+        )?;
+        let file = File::from(fd);
+        let words = bitmap::words_for(id.region_count);
+        let (_, _, total) = words_offset(words);
+        file.set_len(total).map_err(io_errno)?;
+        let mut header = [0u8; HEADER_LEN];
+        header[field::MAGIC..field::MAGIC + 8].copy_from_slice(MAGIC);
+        header[field::LUID..field::LUID + 8].copy_from_slice(&id.luid.to_le_bytes());
+        header[field::REGION_COUNT..field::REGION_COUNT + 8]
+            .copy_from_slice(&id.region_count.to_le_bytes());
+        header[field::UUID_LEN..field::UUID_LEN + 2]
+            .copy_from_slice(&(id.uuid.len() as u16).to_le_bytes());
+        header[field::CTR_LEN..field::CTR_LEN + 2]
+            .copy_from_slice(&(id.ctr.len() as u16).to_le_bytes());
+        header[field::UUID..field::UUID + id.uuid.len()].copy_from_slice(id.uuid);
+        header[field::CTR..field::CTR + id.ctr.len()].copy_from_slice(id.ctr);
+        file.write_all_at(&header, 0).map_err(io_errno)?;
+        self.map(&file, id.region_count)
+    }
+
+    /// Maps the state file of a log the kernel reconnects, if one exists
+    /// for exactly this uuid, luid, constructor string and size.
+    pub fn restore(&self, id: &Identity<'_>) -> Result<Option<(Bitmap, Bitmap)>, Errno> {
+        let name = file_name(id.uuid, id.luid);
+        let fd = match nix::fcntl::openat(
+            &self.dir,
+            name.as_str(),
+            OFlag::O_RDWR | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let file = File::from(fd);
+        let mut header = [0u8; HEADER_LEN];
+        if file.read_exact_at(&mut header, 0).is_err() || !header_matches(&header, id) {
+            return Ok(None);
+        }
+        let (_, _, total) = words_offset(bitmap::words_for(id.region_count));
+        if file.metadata().map_err(io_errno)?.len() < total {
+            return Ok(None);
+        }
+        self.map(&file, id.region_count).map(Some)
+    }
+
+    fn map(&self, file: &File, region_count: u64) -> Result<(Bitmap, Bitmap), Errno> {
+        let words = bitmap::words_for(region_count);
+        let (clean_at, sync_at, _) = words_offset(words);
+        let clean = MappedWords::shared(file.as_fd(), clean_at, words)?;
+        let sync = MappedWords::shared(file.as_fd(), sync_at, words)?;
+        Ok((
+            Bitmap::from_words(clean, region_count)?,
+            Bitmap::from_words(sync, region_count)?,
+        ))
+    }
+
+    /// Deletes a log's state file (after DTR).
+    pub fn remove(&self, uuid: &[u8], luid: u64) {
+        let name = file_name(uuid, luid);
+        match unistd::unlinkat(&self.dir, name.as_str(), UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => log::warn!("cannot delete state file {name}: {}", e.desc()),
+        }
+    }
+}
+
+fn io_errno(e: std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+fn header_matches(h: &[u8; HEADER_LEN], id: &Identity<'_>) -> bool {
+    let u64_at = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&h[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    let u16_at = |at: usize| usize::from(u16::from_le_bytes([h[at], h[at + 1]]));
+    let uuid_len = u16_at(field::UUID_LEN);
+    let ctr_len = u16_at(field::CTR_LEN);
+    &h[field::MAGIC..field::MAGIC + 8] == MAGIC
+        && u64_at(field::LUID) == id.luid
+        && u64_at(field::REGION_COUNT) == id.region_count
+        && uuid_len <= MAX_UUID_LEN
+        && ctr_len <= MAX_CTR_LEN
+        && &h[field::UUID..field::UUID + uuid_len] == id.uuid
+        && &h[field::CTR..field::CTR + ctr_len] == id.ctr
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> StateDir {
+        let path =
+            std::env::temp_dir().join(format!("dm-ulogd-state-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        let fd =
+            nix::fcntl::open(&path, OFlag::O_DIRECTORY | OFlag::O_RDONLY, Mode::empty()).unwrap();
+        StateDir::new(fd)
+    }
+
+    #[test]
+    fn bits_survive_in_the_file() {
+        let dir = temp_dir("survive");
+        let id = Identity {
+            uuid: b"u1",
+            luid: 7,
+            ctr: b"1000 core 1 8",
+            region_count: 125,
+        };
+        {
+            let (mut clean, mut sync) = dir.create(&id).unwrap();
+            clean.set(3);
+            sync.set(124);
+        }
+        let (clean, sync) = dir.restore(&id).unwrap().unwrap();
+        assert!(clean.test(3) && !clean.test(4));
+        assert!(sync.test(124) && sync.count_ones() == 1);
+        // Another luid, uuid or table is not this log.
+        for other in [
+            Identity { luid: 8, ..id },
+            Identity { uuid: b"u2", ..id },
+            Identity {
+                ctr: b"1000 core 2 8 nosync",
+                ..id
+            },
+        ] {
+            assert!(dir.restore(&other).unwrap().is_none());
+        }
+        dir.remove(b"u1", 7);
+        assert!(dir.restore(&id).unwrap().is_none());
+    }
+}
