@@ -1,0 +1,261 @@
+//! The log against a plain reference model of the kernel's core log
+//! (drivers/md/dm-log.c, transcribed with Vec<bool>), driven by long random
+//! sequences of operations the way dm-raid1 drives it; and the disk log's
+//! promise: after every FLUSH, every dirty region is dirty on the device.
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+
+use dm_ulogd::bitmap::Bitmap;
+use dm_ulogd::log::device::LogDevice;
+use dm_ulogd::log::disk::{BITMAP_OFFSET, DiskStore, IoBuf, MAGIC};
+use dm_ulogd::log::params::{self, SyncMode};
+use dm_ulogd::log::{DirtyLog, Origin};
+
+/// The kernel's core log, literally.
+struct Model {
+    clean: Vec<bool>,
+    sync: Vec<bool>,
+    recovering: Vec<bool>,
+    sync_search: usize,
+    sync_count: u64,
+}
+
+impl Model {
+    fn new(count: usize, sync: SyncMode) -> Self {
+        let nosync = sync == SyncMode::No;
+        Model {
+            clean: vec![true; count],
+            sync: vec![nosync; count],
+            recovering: vec![false; count],
+            sync_search: 0,
+            sync_count: if nosync { count as u64 } else { 0 },
+        }
+    }
+    fn get_resync_work(&mut self) -> Option<u64> {
+        let count = self.clean.len();
+        if self.sync_search >= count {
+            return None;
+        }
+        loop {
+            let region = (self.sync_search..count)
+                .find(|&r| !self.sync[r])
+                .unwrap_or(count);
+            self.sync_search = region + 1;
+            if region >= count {
+                return None;
+            }
+            if !self.recovering[region] {
+                self.recovering[region] = true;
+                return Some(region as u64);
+            }
+        }
+    }
+    fn set_region_sync(&mut self, r: usize, in_sync: bool) {
+        self.recovering[r] = false;
+        if in_sync {
+            if !self.sync[r] {
+                self.sync[r] = true;
+                self.sync_count += 1;
+            }
+        } else if self.sync[r] {
+            self.sync_count -= 1;
+            self.sync[r] = false;
+        }
+    }
+}
+
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn new_core_log(table: &str) -> DirtyLog {
+    let args = params::parse(table.as_bytes()).unwrap();
+    let clean = Bitmap::try_new(args.region_count).unwrap();
+    let sync = Bitmap::try_new(args.region_count).unwrap();
+    DirtyLog::new(&args, clean, sync, None, Origin::New)
+}
+
+#[test]
+fn core_log_matches_the_kernels_core_log() {
+    let mut rng = Lcg(42);
+    let mut io = IoBuf::new();
+    for round in 0..40 {
+        let count = 1 + rng.below(700);
+        let sync_word = ["", " sync", " nosync"][round % 3];
+        let nargs = if sync_word.is_empty() { 1 } else { 2 };
+        let table = format!("{} core {nargs} 8{sync_word}", count * 8);
+        let mut log = new_core_log(&table);
+        let mut model = Model::new(
+            count as usize,
+            params::parse(table.as_bytes()).unwrap().sync,
+        );
+        // dm-raid1 has at most one region recovering and settles it first.
+        let mut outstanding: Option<u64> = None;
+        for _ in 0..5_000 {
+            let r = rng.below(count);
+            match rng.below(9) {
+                0 => {
+                    log.mark(r);
+                    model.clean[r as usize] = false;
+                }
+                1 => {
+                    log.clear(r);
+                    model.clean[r as usize] = true;
+                }
+                2 => {
+                    if outstanding.is_none() {
+                        let got = log.get_resync_work();
+                        assert_eq!(got, model.get_resync_work(), "{table}");
+                        outstanding = got;
+                    } else {
+                        // A resend while a region is out gets the same one.
+                        assert_eq!(log.get_resync_work(), outstanding);
+                    }
+                }
+                3 => {
+                    if let Some(w) = outstanding.take() {
+                        let ok = rng.below(8) != 0;
+                        log.set_region_sync(w, ok);
+                        model.set_region_sync(w as usize, ok);
+                    }
+                }
+                4 => {
+                    // A leg write failed: dm-raid1 marks the region out of sync.
+                    if outstanding != Some(r) {
+                        log.set_region_sync(r, false);
+                        model.set_region_sync(r as usize, false);
+                    }
+                }
+                5 => {
+                    log.resume(&mut io).unwrap();
+                    model.sync_search = 0;
+                }
+                6 => log.flush(&mut io).unwrap(),
+                _ => {
+                    assert_eq!(log.is_clean(r), model.clean[r as usize]);
+                    assert_eq!(log.in_sync(r), model.sync[r as usize]);
+                }
+            }
+            assert_eq!(log.sync_count(), model.sync_count, "{table}");
+            // The hint is the first region not in sync, never region_count early.
+            let first = model
+                .sync
+                .iter()
+                .position(|&s| !s)
+                .unwrap_or(count as usize);
+            assert_eq!(log.first_unsynced(), first as u64);
+        }
+        for r in 0..count {
+            assert_eq!(log.is_clean(r), model.clean[r as usize]);
+            assert_eq!(log.in_sync(r), model.sync[r as usize]);
+        }
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("log-model-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn dir_fd(path: &PathBuf) -> OwnedFd {
+    nix::fcntl::open(path, OFlag::O_DIRECTORY | OFlag::O_RDONLY, Mode::empty()).unwrap()
+}
+
+fn new_disk_log(dir: &PathBuf, file: &PathBuf, table: &str) -> DirtyLog {
+    let args = params::parse(table.as_bytes()).unwrap();
+    let node_dir = dir_fd(dir);
+    let device =
+        LogDevice::open(file.to_str().unwrap(), std::os::fd::AsFd::as_fd(&node_dir)).unwrap();
+    let store = DiskStore::new(device, args.region_count).unwrap();
+    let clean = Bitmap::try_new(args.region_count).unwrap();
+    let sync = Bitmap::try_new(args.region_count).unwrap();
+    DirtyLog::new(&args, clean, sync, Some(store), Origin::New)
+}
+
+fn disk_bit(image: &[u8], region: u64) -> bool {
+    let byte = image[(BITMAP_OFFSET + region / 8) as usize];
+    byte & (1 << (region % 8)) != 0
+}
+
+#[test]
+fn a_flushed_mark_is_always_on_the_device() {
+    let dir = temp_dir("flush");
+    let file = dir.join("log.img");
+    let count = 20_000u64;
+    std::fs::write(&file, vec![0u8; 1024 + 4096]).unwrap();
+    let table = format!("{} disk 2 {} 8", count * 8, file.display());
+    let mut log = new_disk_log(&dir, &file, &table);
+    let mut io = IoBuf::new();
+    log.resume(&mut io).unwrap();
+    // A zeroed device is a new log: everything out of sync, nothing clean on disk.
+    assert_eq!(log.sync_count(), 0);
+    let image = std::fs::read(&file).unwrap();
+    assert_eq!(u32::from_le_bytes(image[0..4].try_into().unwrap()), MAGIC);
+    assert_eq!(u64::from_le_bytes(image[8..16].try_into().unwrap()), count);
+
+    let mut rng = Lcg(9);
+    for r in 0..count {
+        log.clear(r);
+    }
+    log.flush(&mut io).unwrap();
+    for _ in 0..300 {
+        for _ in 0..rng.below(40) {
+            let r = rng.below(count);
+            if rng.below(2) == 0 {
+                log.mark(r);
+            } else {
+                log.clear(r);
+            }
+        }
+        log.flush(&mut io).unwrap();
+        let image = std::fs::read(&file).unwrap();
+        for r in 0..count {
+            assert_eq!(disk_bit(&image, r), log.is_clean(r), "region {r}");
+        }
+    }
+}
+
+#[test]
+fn a_disk_log_reloads_its_clean_regions_in_sync() {
+    let dir = temp_dir("reload");
+    let file = dir.join("log.img");
+    std::fs::write(&file, vec![0u8; 8192]).unwrap();
+    let table = format!("{} disk 2 {} 8", 1000 * 8, file.display());
+    let mut io = IoBuf::new();
+    {
+        let mut log = new_disk_log(&dir, &file, &table);
+        log.resume(&mut io).unwrap();
+        for r in 0..1000 {
+            log.clear(r);
+        }
+        log.mark(17);
+        log.flush(&mut io).unwrap();
+    }
+    let mut log = new_disk_log(&dir, &file, &table);
+    log.resume(&mut io).unwrap();
+    assert_eq!(log.sync_count(), 999);
+    assert!(!log.in_sync(17) && log.in_sync(16) && log.in_sync(999));
+    assert_eq!(log.get_resync_work(), Some(17));
+
+    // `sync` forces a full resync whatever the device holds.
+    let forced = format!("{} disk 3 {} 8 sync", 1000 * 8, file.display());
+    let mut log = new_disk_log(&dir, &file, &forced);
+    log.resume(&mut io).unwrap();
+    assert_eq!(log.sync_count(), 0);
+}
