@@ -67,11 +67,13 @@ if [ "$scenario" = shell ] && [ -t 0 ]; then
         -kernel "$kernel" -initrd "$image" -append "$append" "$@"
 fi
 
-# -serial mon:stdio is what -nographic does; stdin from /dev/null so that a
-# non-interactive run never waits on the terminal.
+# stdin from /dev/null so that a non-interactive run never waits on the
+# terminal; SeaBIOS's terminal escapes (it resets and clears the screen) and
+# carriage returns are filtered out of the console text.
 timeout -k 10 "$timeout_s" "$qemu" -accel tcg -cpu max -m "$mem" -smp "$smp" \
     -nographic -nic none -no-reboot -kernel "$kernel" -initrd "$image" -append "$append" \
-    "$@" </dev/null 2>&1 | tee "$log"
+    "$@" </dev/null 2>&1 |
+    sed -u -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1b[a-zA-Z]//g' -e 's/\r$//' | tee "$log"
 rc=0
 # POSIX sh cannot see the pipeline's first status; the console tells.
 if tr -d '\r' <"$log" | grep -q '^DMULOGD-RESULT: PASS$'; then

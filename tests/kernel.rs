@@ -36,6 +36,36 @@ fn tail(text: &str, n: usize) -> String {
     lines[start..].join("\n")
 }
 
+/// The console text without terminal escape sequences or other control
+/// characters (SeaBIOS resets and clears the screen), fit to print.
+fn printable(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                // ESC [ params letter, or ESC letter.
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    while let Some(&p) = chars.peek() {
+                        chars.next();
+                        if p.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                } else {
+                    chars.next();
+                }
+            }
+            '\n' | '\t' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn build_image() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("DMULOGD_IMAGE") {
         return Ok(PathBuf::from(p));
@@ -120,7 +150,7 @@ fn run_scenario(scenario: &str, disks: usize) {
     let elapsed = started.elapsed().as_secs_f64();
 
     let text = fs::read(&console_path)
-        .map(|b| String::from_utf8_lossy(&b).replace('\r', ""))
+        .map(|b| printable(&b))
         .unwrap_or_default();
     let passed = text.lines().any(|l| l == "DMULOGD-RESULT: PASS");
     if status.success() && passed {
