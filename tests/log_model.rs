@@ -4,7 +4,7 @@
 //! promise: after every FLUSH, every dirty region is dirty on the device.
 
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
@@ -173,11 +173,11 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn dir_fd(path: &PathBuf) -> OwnedFd {
+fn dir_fd(path: &Path) -> OwnedFd {
     nix::fcntl::open(path, OFlag::O_DIRECTORY | OFlag::O_RDONLY, Mode::empty()).unwrap()
 }
 
-fn new_disk_log(dir: &PathBuf, file: &PathBuf, table: &str) -> DirtyLog {
+fn new_disk_log(dir: &Path, file: &Path, table: &str) -> DirtyLog {
     let args = params::parse(table.as_bytes()).unwrap();
     let node_dir = dir_fd(dir);
     let device =
