@@ -32,6 +32,9 @@ Options:
                            is refused with -ENOMEM
       --rcvbuf SIZE        netlink receive queue (default 4M)
       --no-mlock           do not lock memory (mlockall) or opt out of the OOM killer
+      --root-storage       run as a root storage daemon: re-execute with argv[0]
+                           \"@dm-ulogd\" so systemd spares it at switch_root and at
+                           shutdown (use when started from an initramfs)
   -v, --verbose            more log output (-vv for every request); RUST_LOG overrides
   -h, --help               this text
   -V, --version            version and git revision
@@ -51,6 +54,7 @@ pub struct Options {
     pub memory_budget: usize,
     pub rcvbuf: usize,
     pub mlock: bool,
+    pub root_storage: bool,
     pub verbosity: u8,
 }
 
@@ -64,6 +68,7 @@ impl Default for Options {
             memory_budget: DEFAULT_MEMORY_BUDGET,
             rcvbuf: DEFAULT_RCVBUF,
             mlock: true,
+            root_storage: false,
             verbosity: 0,
         }
     }
@@ -116,6 +121,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             "-v" | "--verbose" => opts.verbosity = opts.verbosity.saturating_add(1),
             "-vv" => opts.verbosity = opts.verbosity.saturating_add(2),
             "--no-mlock" => opts.mlock = false,
+            "--root-storage" => opts.root_storage = true,
             "--pidfile" => {
                 let v = value("a path")?;
                 opts.pidfile = (v != "none").then(|| PathBuf::from(v));
@@ -171,6 +177,7 @@ mod tests {
             "2M",
             "--rcvbuf=1k",
             "--no-mlock",
+            "--root-storage",
             "-v",
             "-v",
         ]) else {
@@ -183,6 +190,7 @@ mod tests {
         assert_eq!(o.memory_budget, 2 << 20);
         assert_eq!(o.rcvbuf, 1024);
         assert!(!o.mlock);
+        assert!(o.root_storage);
         assert_eq!(o.verbosity, 2);
     }
 

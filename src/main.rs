@@ -34,6 +34,9 @@ fn main() {
 }
 
 fn run(opts: Options) -> ExitCode {
+    if opts.root_storage {
+        startup::become_root_storage_daemon();
+    }
     let mut ready = None;
     if opts.daemon {
         match startup::detach() {
@@ -112,6 +115,7 @@ fn serve(opts: &Options, ready: &mut Option<Ready>) -> Result<(), Fatal> {
     if let Some(r) = ready.take() {
         r.listening();
     }
+    startup::notify_ready();
     event_loop::run(&mut server, &socket, &signals)
         .map_err(|e| Fatal::new(ExitCode::Runtime, format!("event loop failed: {e}")))
 }

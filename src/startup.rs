@@ -9,6 +9,7 @@ use std::path::Path;
 
 use nix::fcntl::{Flock, FlockArg, OFlag};
 use nix::sys::mman::{MlockAllFlags, mlockall};
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
 use nix::sys::stat::Mode;
 use nix::unistd;
 
@@ -264,5 +265,61 @@ pub fn detach() -> Result<Ready, Fatal> {
             }
             Ok(Ready(write_end))
         }
+    }
+}
+
+/// systemd's convention for daemons that serve the root file system: a
+/// process whose argv[0] starts with '@' survives the switch from the
+/// initramfs and the final killing spree at shutdown. Re-executes this
+/// binary with argv[0] "@dm-ulogd" unless it already starts with '@'.
+/// Returns only when no re-exec was needed (or it failed, which is logged).
+pub fn become_root_storage_daemon() {
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_default();
+    if argv0.as_encoded_bytes().first() == Some(&b'@') {
+        return;
+    }
+    let mut argv = vec![c"@dm-ulogd".to_owned()];
+    for a in args {
+        match std::ffi::CString::new(a.into_encoded_bytes()) {
+            Ok(c) => argv.push(c),
+            Err(_) => return,
+        }
+    }
+    let e = unistd::execv(c"/proc/self/exe", &argv).unwrap_err();
+    eprintln!(
+        "dm-ulogd: cannot re-execute as @dm-ulogd ({}); the daemon may be killed at switch_root",
+        e.desc()
+    );
+}
+
+/// Tells systemd the daemon is ready (Type=notify) when NOTIFY_SOCKET is
+/// set: one datagram, no library needed.
+pub fn notify_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let bytes = path.as_encoded_bytes();
+    let addr = match bytes.first() {
+        Some(b'@') => UnixAddr::new_abstract(&bytes[1..]),
+        _ => UnixAddr::new(std::path::Path::new(&path)),
+    };
+    let sent = addr.and_then(|addr| {
+        let fd = socket::socket(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        let message = format!("READY=1\nMAINPID={}\n", std::process::id());
+        socket::sendto(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            message.as_bytes(),
+            &addr,
+            socket::MsgFlags::empty(),
+        )
+    });
+    if let Err(e) = sent {
+        log::warn!("cannot notify systemd through NOTIFY_SOCKET: {}", e.desc());
     }
 }
