@@ -3,6 +3,7 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
+use std::time::Duration;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -13,6 +14,10 @@ use nix::sys::signalfd::SignalFd;
 use crate::server::{Server, Uuid};
 use crate::sys::netlink::ConnectorSocket;
 use crate::wire::frame::{MAX_KERNEL_DATAGRAM, REPLY_BUF_LEN};
+
+/// How long the daemon waits without requests before writing the clears
+/// disk logs deferred.
+const IDLE_WRITE_BACK: Duration = Duration::from_secs(2);
 
 const NETLINK: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -38,7 +43,9 @@ pub fn run(server: &mut Server, socket: &ConnectorSocket, signals: &SignalFd) ->
     let mut rx = [0u8; RECV_BUF_LEN];
     let mut tx = [0u8; REPLY_BUF_LEN];
     loop {
-        match poll.poll(&mut events, None) {
+        let timeout = server.has_deferred_writes().then_some(IDLE_WRITE_BACK);
+        match poll.poll(&mut events, timeout) {
+            Ok(()) if events.is_empty() => server.write_back_all(),
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),

@@ -207,7 +207,14 @@ impl Server {
             return Err(Errno::ESRCH);
         };
         if kind == RequestType::Dtr {
-            let entry = self.registry.remove(index);
+            let mut entry = self.registry.remove(index);
+            if let Err(e) = entry.log.write_back(&mut self.io) {
+                log::warn!(
+                    "log {}: deferred clears not written at DTR: {}",
+                    Uuid(&entry.uuid),
+                    e.desc()
+                );
+            }
             self.state.remove(&entry.uuid, entry.luid);
             log::info!("log {} destroyed", Uuid(&entry.uuid));
             return Ok(0);
@@ -255,9 +262,9 @@ impl Server {
             }
             RequestType::Postsuspend => {
                 expect_empty(data)?;
-                // Write out pending clears so the device is current while
+                // Write out deferred clears so the device is current while
                 // the mirror is suspended.
-                log.flush(&mut self.io)?;
+                log.write_back(&mut self.io)?;
                 Ok(0)
             }
             RequestType::Resume => {
@@ -492,6 +499,28 @@ impl Server {
     pub fn drop_datagram(&mut self, reason: &'static str) {
         let mut unused = [0u8; REPLY_BUF_LEN];
         self.reject(&[], Rejection::Drop(reason), &mut unused);
+    }
+
+    /// True when some disk log deferred writes (see `write_back_all`).
+    pub fn has_deferred_writes(&self) -> bool {
+        self.registry.iter().any(|e| e.log.has_deferred_writes())
+    }
+
+    /// Writes what disk logs deferred; called when no request came for a
+    /// while.
+    pub fn write_back_all(&mut self) {
+        for index in 0..self.registry.len() {
+            let entry = self.registry.get_mut(index);
+            if entry.log.has_deferred_writes()
+                && let Err(e) = entry.log.write_back(&mut self.io)
+            {
+                log::warn!(
+                    "log {}: deferred write failed: {}",
+                    Uuid(&entry.uuid),
+                    e.desc()
+                );
+            }
+        }
     }
 
     /// Logs one line per live log: the SIGUSR1 summary.

@@ -155,9 +155,25 @@ impl DiskStore {
         }
     }
 
-    /// Writes every dirty block, then flushes the device cache if marks are
-    /// among them. On failure the blocks stay dirty for the next attempt.
+    /// FLUSH: every mark must be durable before it is answered. Clears need
+    /// not be (a clean region recorded as dirty costs at most its resync),
+    /// so a flush with only clears pending is deferred: the next flush with
+    /// marks, a suspend, or the idle write-back writes them.
     pub fn flush(&mut self, clean: &Bitmap, io: &mut IoBuf) -> Result<(), Errno> {
+        if !self.marks_pending {
+            return Ok(());
+        }
+        self.write_back(clean, io)
+    }
+
+    /// True when changed blocks wait to be written.
+    pub fn has_deferred_writes(&self) -> bool {
+        self.loaded && !self.dirty_blocks.none_set()
+    }
+
+    /// Writes every changed block, then flushes the device cache if marks are
+    /// among them. On failure the blocks stay dirty for the next attempt.
+    pub fn write_back(&mut self, clean: &Bitmap, io: &mut IoBuf) -> Result<(), Errno> {
         if !self.loaded || (!self.marks_pending && self.dirty_blocks.none_set()) {
             return Ok(());
         }
@@ -231,7 +247,7 @@ impl DiskStore {
         let blocks = self.dirty_blocks.len();
         self.dirty_blocks.set_range(0, blocks);
         self.marks_pending = true;
-        self.flush(clean, io)
+        self.write_back(clean, io)
     }
 
     /// The kernel's disk_resume: reads the device into `clean`, treats a

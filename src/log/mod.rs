@@ -172,6 +172,21 @@ impl DirtyLog {
         }
     }
 
+    /// Writes everything a disk log deferred (suspend, DTR, idle time).
+    pub fn write_back(&mut self, io: &mut IoBuf) -> Result<(), Errno> {
+        match &mut self.disk {
+            Some(d) => d.write_back(&self.clean, io),
+            None => Ok(()),
+        }
+    }
+
+    /// True when a disk log has deferred writes.
+    pub fn has_deferred_writes(&self) -> bool {
+        self.disk
+            .as_ref()
+            .is_some_and(DiskStore::has_deferred_writes)
+    }
+
     /// RESUME: a core log only restarts its resync scan; a disk log reads
     /// its device (the kernel's disk_resume).
     pub fn resume(&mut self, io: &mut IoBuf) -> Result<(), Errno> {
