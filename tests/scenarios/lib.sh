@@ -62,25 +62,57 @@ dump_state() {
     } >"$_CONSOLE" 2>&1
 }
 
+# Kernel log lines that make a scenario fail even when everything else passed:
+# requests the kernel had to resend or could not send, errors reported by the
+# daemon, mirror or log device failures, oopses and warnings. A scenario that
+# provokes some of them on purpose sets KERNEL_LOG_ALLOW to an ERE of those.
+KERNEL_LOG_DENY='Request timed out|Unable to send log request|Userspace log server not found|Server error|dm-log-userspace.*(rror|ailed)|device-mapper: raid1|device-mapper: dirty region log|Call Trace|BUG:|WARNING:|Oops|hung_task|blocked for more than'
+KERNEL_LOG_ALLOW=${KERNEL_LOG_ALLOW:-}
+
+# check_kernel_log: fail if the kernel log has a line matching KERNEL_LOG_DENY
+# (and not KERNEL_LOG_ALLOW).
+check_kernel_log() {
+    if [ -n "$KERNEL_LOG_ALLOW" ]; then
+        _bad=$(dmesg | grep -E "$KERNEL_LOG_DENY" | grep -vE "$KERNEL_LOG_ALLOW" | head -5)
+    else
+        _bad=$(dmesg | grep -E "$KERNEL_LOG_DENY" | head -5)
+    fi
+    [ -z "$_bad" ] || fail "kernel log: $(echo "$_bad" | head -1)"
+}
+
 # fail "reason": dump state, print the FAIL line, power off. Safe to call from
 # subshells and command substitutions (writes to the console directly). The
-# first verdict wins; a later one waits for the power-off.
+# first verdict wins; a later one waits for the power-off. In the interactive
+# shell (DMULOGD_SHELL=1) it does not power off: it exits the scenario script
+# (or returns 1 when called from the interactive shell itself).
 fail() {
     if mkdir "$_RESULT_LOCK" 2>/dev/null; then
         dump_state
         printf '\nDMULOGD-RESULT: FAIL %s\n' "$*" >"$_CONSOLE"
         _power_off
+        rmdir "$_RESULT_LOCK"
     fi
-    [ "${DMULOGD_SHELL:-0}" = 1 ] && return 1
-    while :; do sleep 60; done
+    _after_verdict 1
 }
 
+# pass: check the kernel log (check_kernel_log), print the PASS line, power off.
 pass() {
+    check_kernel_log
     if mkdir "$_RESULT_LOCK" 2>/dev/null; then
         printf '\nDMULOGD-RESULT: PASS\n' >"$_CONSOLE"
         _power_off
+        rmdir "$_RESULT_LOCK"
     fi
-    [ "${DMULOGD_SHELL:-0}" = 1 ] && return 0
+    _after_verdict 0
+}
+
+_after_verdict() {
+    if [ "${DMULOGD_SHELL:-0}" = 1 ]; then
+        case $- in
+            *i*) return "$1" ;;
+            *) exit "$1" ;;
+        esac
+    fi
     while :; do sleep 60; done
 }
 

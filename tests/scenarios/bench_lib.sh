@@ -1,0 +1,130 @@
+# Helpers for the benchmark scenarios (bench.sh, bench_smoke.sh); sourced
+# after /scenarios/lib.sh. Not a scenario itself.
+#
+# Every measurement is printed as one machine-readable console line:
+#   BENCH <kind> key=value key=value ...
+# which initramfs/bench.sh turns into the table.
+
+# bench_line KIND KEY=VALUE...: one result line on the console.
+bench_line() {
+    printf 'BENCH %s\n' "$*" >"$_CONSOLE"
+}
+
+# Time since boot in milliseconds.
+now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
+
+# cpu_ns PID: CPU time the task has run, in ns (/proc/PID/schedstat,
+# field 1: sum_exec_runtime; user and system time together).
+cpu_ns() { awk '{ print $1 }' "/proc/$1/schedstat" 2>/dev/null || echo 0; }
+
+# vmrss_kb PID: resident memory (VmRSS) of a process, in KiB.
+vmrss_kb() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status"; }
+
+# The daemon's request counter: SIGUSR1 makes it log a summary line
+# ("... N requests, ...") to /dev/kmsg (--daemon); wait for that line.
+_summary_lines() { dmesg | grep -c 'dm-ulogd.*live log(s).*requests' ; }
+daemon_requests() {
+    _before=$(_summary_lines)
+    kill -USR1 "$(daemon_pid)" || fail "cannot signal dm-ulogd"
+    _n=0
+    while [ "$(_summary_lines)" -le "$_before" ]; do
+        _n=$((_n + 1))
+        [ $_n -lt 100 ] || fail "dm-ulogd logged no summary within 10 s of SIGUSR1"
+        sleep 0.1
+    done
+    dmesg | grep 'dm-ulogd.*live log(s).*requests' | tail -1 |
+        sed 's/.*; \([0-9][0-9]*\) requests.*/\1/'
+}
+
+# fio_engine: libaio if fio and the kernel take it, else io_uring, else psync.
+fio_engine() {
+    for _e in libaio io_uring psync; do
+        if fio --name=probe --filename=/tmp/fio-probe --size=64k --bs=4k --rw=write \
+            --ioengine=$_e --iodepth=2 --output=/dev/null >/dev/null 2>&1; then
+            rm -f /tmp/fio-probe
+            echo $_e
+            return 0
+        fi
+    done
+    rm -f /tmp/fio-probe
+    fail "fio runs with none of libaio, io_uring, psync"
+}
+
+# fio_terse DEV SECONDS FIO_ARGS...: a time-bounded direct-write fio job on
+# DEV; prints "iops kib_per_s p99_us write_kib" from fio's terse (v3) output
+# (fields 47-49 and the write completion-latency percentile 99).
+fio_terse() {
+    _dev=$1
+    _secs=$2
+    shift 2
+    _t=$(fio --name=bench --filename="$_dev" --direct=1 --time_based --runtime="$_secs" \
+        --norandommap --randrepeat=1 --percentile_list=99 \
+        --output-format=terse --terse-version=3 "$@" 2>/tmp/fio.err)
+    _rc=$?
+    if [ $_rc -ne 0 ] || [ -z "$_t" ]; then
+        cat /tmp/fio.err >"$_CONSOLE"
+        fail "fio $* on $_dev failed ($_rc)"
+    fi
+    echo "$_t" | awk -F';' '$1 == 3 {
+        p99 = 0
+        for (i = 59; i <= 78; i++) if ($i ~ /^99(\.0*)?%=/) { split($i, a, "="); p99 = a[2] }
+        printf "%s %s %s %s\n", $49, $48, p99, $47 }'
+}
+
+# bench_create NAME SECTORS LEGS LOG...: a mirror NAME over LEGS_0 and LEGS_1
+# (devices made by make_legs LEGS); LOG as for lib.sh's mirror_table.
+bench_create() {
+    _bname=$1
+    _bsec=$2
+    _blegs=$3
+    shift 3
+    _bt=$(mirror_table "$_blegs" "$_bsec" "$@")
+    log "create $_bname: $_bt"
+    run dmsetup create "$_bname" --table "$_bt" >/dev/null
+    [ -b "/dev/mapper/$_bname" ] || run dmsetup mknodes "$_bname" >/dev/null
+}
+
+# log_args CONFIG LOGDEV REGION [sync|nosync]: the mirror_table log words of
+# one benchmark configuration:
+#   kcore     the kernel's core log          kdisk     the kernel's disk log
+#   ucore     dm-ulogd core                  udisk     dm-ulogd disk
+#   udisk_if  dm-ulogd disk with integrated_flush
+# Each call of a userspace configuration gets a fresh uuid.
+_uuid_n=0
+log_args() {
+    _uuid_n=$((_uuid_n + 1))
+    _u=dmulogd-bench-$1-$_uuid_n
+    case $1 in
+        kcore) echo "core $3 $4" ;;
+        kdisk) echo "disk $2 $3 $4" ;;
+        ucore) echo "userspace $_u core $3 $4" ;;
+        udisk) echo "userspace $_u disk $2 $3 $4" ;;
+        udisk_if) echo "userspace $_u integrated_flush disk $2 $3 $4" ;;
+        *) fail "unknown benchmark configuration $1" ;;
+    esac
+}
+
+is_userspace() { case $1 in u*) return 0 ;; *) return 1 ;; esac; }
+
+# wait_sync_event NAME TIMEOUT_S: until the mirror reports every region in
+# sync. Sleeps in `dmsetup wait` (dm-raid1 raises a table event when the
+# resync completes) rather than polling, so the waiting costs no CPU.
+wait_sync_event() {
+    _deadline=$(( $(now_ds) + $2 * 10 ))
+    while :; do
+        _ev=$(dmsetup info -c --noheadings -o events "$1" | tr -d ' ')
+        _r=$(sync_ratio "$1")
+        [ -n "$_r" ] || fail "wait_sync_event $1: no mirror status"
+        [ "${_r%/*}" = "${_r#*/}" ] && return 0
+        [ "$(now_ds)" -lt "$_deadline" ] || fail "resync of $1 not done after $2 s: $_r"
+        timeout "$2" dmsetup wait "$1" "$_ev" >/dev/null 2>&1
+    done
+}
+
+# bench_param NAME DEFAULT: a dmulogd.* word of the kernel command line.
+bench_param() {
+    for _w in $(cat /proc/cmdline); do
+        case $_w in "$1"=*) echo "${_w#*=}"; return 0 ;; esac
+    done
+    echo "$2"
+}
