@@ -56,7 +56,8 @@ mkdir -p "$dl"
 deb=$(ls "$dl"/"${pkg}"_*.deb 2>/dev/null | head -n1 || true)
 if [ -z "$deb" ]; then
     echo "fetch-kernel.sh: downloading $pkg" >&2
-    (cd "$dl" && apt-get download -qq "$pkg" >/dev/null) || {
+    # As root, apt's _apt sandbox user cannot write into the cache: say so.
+    (cd "$dl" && apt-get download -qq -o APT::Sandbox::User=root "$pkg" >/dev/null) || {
         echo "fetch-kernel.sh: apt-get download $pkg failed" >&2; exit 1; }
     deb=$(ls "$dl"/"${pkg}"_*.deb | head -n1)
 fi
@@ -64,7 +65,7 @@ fi
 rm -rf "$kdir.tmp"
 mkdir -p "$kdir.tmp"
 dpkg -x "$deb" "$kdir.tmp"
-dpkg-deb -f "$deb" Package Version | tr '\n' ' ' >"$kdir.tmp/.pkg"
+dpkg-deb --show --showformat='${Package} ${Version}\n' "$deb" >"$kdir.tmp/.pkg"
 rm -rf "$kdir"
 mv "$kdir.tmp" "$kdir"
 find_vmlinuz || { echo "fetch-kernel.sh: no boot/vmlinuz-* in $deb" >&2; exit 1; }

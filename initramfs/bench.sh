@@ -1,0 +1,321 @@
+#!/bin/sh
+# bench.sh [--smoke] [--out FILE] [--binary PATH] [--no-micro] [--report CONSOLE]
+#
+# The dm-ulogd benchmark, in one command. Like demo.sh it sets the host up,
+# builds the release binary, fetches Debian's cloud kernel and builds the test
+# initramfs, then boots qemu (TCG) ONCE on the `bench` scenario
+# (tests/scenarios/bench.sh). In that single guest run, for the same mirror
+# geometry, it measures side by side the kernel's `core` and `disk` logs,
+# dm-ulogd core, dm-ulogd disk and dm-ulogd disk with integrated_flush:
+#   - fio 4 KiB random direct writes at queue depth 1 and 16 (IOPS, p99
+#     completion latency) and 1 MiB sequential direct writes (MiB/s), on a
+#     small mirror (16,384 regions) and a large one (16,777,216 regions on
+#     2 TiB sparse legs), all created `nosync`;
+#   - the time of a full resync of a 4,096-region mirror (kernel core log and
+#     dm-ulogd core; the only mirrors created without nosync);
+#   - dm-ulogd's CPU time per request (/proc/PID/schedstat over each run,
+#     divided by the requests its SIGUSR1 summary counted) and its VmRSS.
+# Then, on the host, the request handler's micro benchmark
+# (`cargo bench --bench handler`, no system calls).
+# The guest prints "BENCH ..." lines; this script turns them into a table with
+# ratios against the kernel's logs (dm-ulogd core vs kernel core; dm-ulogd disk
+# and disk+integrated_flush vs kernel disk), prints it and writes it to FILE.
+#
+# Options:
+#   --smoke          short and small (CI): 2 s fio runs, one round, no warm-up,
+#                    no micro benchmark (tests/bench_smoke.rs runs it in-process)
+#   --out FILE       where the table goes (default: WORK/bench-full.md or
+#                    WORK/bench-smoke.md); the raw lines go next to it (.raw)
+#   --binary PATH    use this dm-ulogd binary, do not run cargo build
+#   --no-micro       skip the micro benchmark
+#   --report CONSOLE only format the table from a saved console log
+# Environment: SKIP_SETUP=1 skips setup-host.sh; DMULOGD_BENCH_DIR is the work
+# directory (default initramfs/cache/bench; ~4 GB of sparse disk images are
+# written there during the run and removed after it); BENCH_RUNTIME and
+# BENCH_ROUNDS override the seconds per fio run and the rounds (full: 10 s, 2);
+# BOOT_TIMEOUT (default: 3600 full, 600 smoke).
+# Exit status: 0 when the guest passed and every configuration reported.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+work=${DMULOGD_BENCH_DIR:-$here/cache/bench}
+
+mode=full
+out=""
+bin=""
+report=""
+micro=1
+while [ $# -gt 0 ]; do
+    case $1 in
+        --smoke) mode=smoke ;;
+        --out) out=$2; shift ;;
+        --binary) bin=$2; shift ;;
+        --no-micro) micro=0 ;;
+        --report) report=$2; shift ;;
+        -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
+        *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+[ "$mode" = smoke ] && micro=0
+[ -n "$out" ] || out=$work/bench-$mode.md
+mkdir -p "$work" "$(dirname "$out")"
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+console=$work/console-$mode.log
+handler=$work/handler-$mode.txt
+hostinfo=$work/host-$mode.txt
+
+if [ -n "$report" ]; then
+    console=$report
+    [ -f "$handler" ] || handler=/dev/null
+    [ -f "$hostinfo" ] || hostinfo=/dev/null
+else
+    if [ "${SKIP_SETUP:-0}" != 1 ]; then
+        step "host set-up (setup-host.sh)"
+        "$here/setup-host.sh" >&2
+    fi
+    if [ -z "$bin" ]; then
+        step "cargo build --release"
+        (cd "$repo" && cargo build --release >&2)
+        bin=$repo/target/x86_64-unknown-linux-musl/release/dm-ulogd
+    fi
+    [ -x "$bin" ] || { echo "bench.sh: no binary at $bin" >&2; exit 1; }
+
+    step "kernel (fetch-kernel.sh)"
+    "$here/fetch-kernel.sh" >&2
+    step "initramfs (build-image.sh)"
+    "$here/build-image.sh" "$work/bench.cpio.gz" "$bin" >&2
+
+    rm -f "$work/vda.img" "$work/vdb.img" "$work/vdc.img"
+    # Two leg disks (2 TiB large legs + 2 GiB small + 512 MiB resync legs),
+    # one for the log devices. Sparse: only what is written takes space.
+    truncate -s 2060G "$work/vda.img" "$work/vdb.img"
+    truncate -s 64M "$work/vdc.img"
+
+    append="dmulogd.bench=$mode"
+    [ -n "${BENCH_RUNTIME:-}" ] && append="$append dmulogd.bench_runtime=$BENCH_RUNTIME"
+    [ -n "${BENCH_ROUNDS:-}" ] && append="$append dmulogd.bench_rounds=$BENCH_ROUNDS"
+    scenario=bench
+    [ "$mode" = smoke ] && scenario=bench_smoke
+    if [ "$mode" = smoke ]; then deftimeout=600; else deftimeout=3600; fi
+
+    {
+        echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+        echo "git=$(cd "$repo" && git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
+        echo "nproc=$(nproc)"
+        echo "cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+        echo "qemu=$(qemu-system-x86_64 --version | awk 'NR == 1 { print $4 }') TCG, 1 vCPU, 1024 MiB"
+        echo "binary_bytes=$(stat -c %s "$bin")"
+        echo "binary_stripped=$(if file "$bin" 2>/dev/null | grep -q 'not stripped'; then echo no; else echo yes; fi)"
+        echo "load_before=$(cut -d' ' -f1-3 /proc/loadavg)"
+    } >"$hostinfo"
+
+    step "booting the guest (qemu TCG): scenario $scenario (console: $console)"
+    rc=0
+    BOOT_MEM=${BOOT_MEM:-1024M} BOOT_TIMEOUT=${BOOT_TIMEOUT:-$deftimeout} BOOT_APPEND="$append" \
+        "$here/boot.sh" "$work/bench.cpio.gz" "$scenario" \
+        "$work/vda.img" "$work/vdb.img" "$work/vdc.img" >"$console" 2>&1 || rc=$?
+    echo "load_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$hostinfo"
+    rm -f "$work/vda.img" "$work/vdb.img" "$work/vdc.img"
+    if [ $rc -ne 0 ]; then
+        tail -60 "$console" >&2
+        echo "bench.sh: the guest failed (boot.sh exit status $rc); console: $console" >&2
+        exit 1
+    fi
+
+    if [ $micro = 1 ]; then
+        step "micro benchmark: cargo bench --bench handler"
+        (cd "$repo" && cargo bench --bench handler) >"$handler" 2>&1 ||
+            { cat "$handler" >&2; echo "bench.sh: cargo bench failed" >&2; exit 1; }
+    else
+        : >"$handler"
+    fi
+fi
+
+tr -d '\r' <"$console" | grep '^BENCH ' >"$out.raw" || true
+[ -s "$out.raw" ] || { echo "bench.sh: no BENCH lines in $console" >&2; exit 1; }
+
+# ------------------------------------------------------------------ the table
+awk -v hostinfo="$hostinfo" -v handler="$handler" '
+function kv(line, key,    n, i, a, f) {
+    n = split(line, f, " ")
+    for (i = 1; i <= n; i++) {
+        if (index(f[i], key "=") == 1) return substr(f[i], length(key) + 2)
+    }
+    return ""
+}
+function r2(x) { return sprintf("%.2f", x) }
+function fmt(x, d) { return sprintf("%." d "f", x) }
+function ratio(a, b) { return (b > 0) ? sprintf("%.2fx", a / b) : "-" }
+function ref(cfg) { return (cfg == "ucore" || cfg == "kcore") ? "kcore" : "kdisk" }
+function mean(k) { return cnt[k] ? sum[k] / cnt[k] : 0 }
+BEGIN {
+    while ((getline l < hostinfo) > 0) { p = index(l, "="); host[substr(l, 1, p - 1)] = substr(l, p + 1) }
+    name["kcore"] = "kernel core"; name["kdisk"] = "kernel disk"
+    name["ucore"] = "dm-ulogd core"; name["udisk"] = "dm-ulogd disk"
+    name["udisk_if"] = "dm-ulogd disk + integrated_flush"
+    ncfg = split("kcore ucore kdisk udisk udisk_if", cfgs, " ")
+    njob = split("randw_qd1 randw_qd16 seqw", jobs, " ")
+}
+$1 == "BENCH" && $2 == "info" { for (i = 3; i <= NF; i++) { p = index($i, "="); info[substr($i, 1, p - 1)] = substr($i, p + 1) } }
+$1 == "BENCH" && $2 == "fio" {
+    k = kv($0, "size") SUBSEP kv($0, "log") SUBSEP kv($0, "job")
+    regions[kv($0, "size")] = kv($0, "regions")
+    iops = kv($0, "iops") + 0; kib = kv($0, "kib") + 0
+    sum[k, "iops"] += iops; cnt[k, "iops"]++
+    if (!(k in lo) || iops < lo[k]) lo[k] = iops
+    if (!(k in hi) || iops > hi[k]) hi[k] = iops
+    sum[k, "mibs"] += kv($0, "kib_s") / 1024; cnt[k, "mibs"]++
+    sum[k, "p99"] += kv($0, "p99_us"); cnt[k, "p99"]++
+    dreq = kv($0, "dreq") + 0
+    if (dreq > 0) {
+        bs = (kv($0, "job") == "seqw") ? 1024 : 4
+        sum[k, "dreq"] += dreq; sum[k, "ios"] += kib / bs
+        sum[k, "cpu"] += kv($0, "dcpu_ns")
+    }
+    seen[k] = 1
+}
+$1 == "BENCH" && $2 == "resync" {
+    c = kv($0, "log"); rs[c] += kv($0, "ms"); rn[c]++; rreq[c] += kv($0, "dreq"); rcpu[c] += kv($0, "dcpu_ns")
+    if (!(c in rlo) || kv($0, "ms") + 0 < rlo[c]) rlo[c] = kv($0, "ms") + 0
+    if (!(c in rhi) || kv($0, "ms") + 0 > rhi[c]) rhi[c] = kv($0, "ms") + 0
+    rregions = kv($0, "regions")
+}
+$1 == "BENCH" && $2 == "mem" { mem[kv($0, "state")] = kv($0, "vmrss_kb"); memreg[kv($0, "state")] = kv($0, "regions") }
+$1 == "BENCH" && $2 == "done" { done = 1 }
+END {
+    printf "# dm-ulogd benchmark (%s run)\n\n", info["mode"]
+    printf "- command: `initramfs/bench.sh%s`\n", (info["mode"] == "smoke") ? " --smoke" : ""
+    printf "- date: %s; git %s\n", host["date"], host["git"]
+    printf "- host: %s CPUs (nproc), %s; load average before %s, after %s\n", host["nproc"], host["cpu"], host["load_before"], host["load_after"]
+    printf "- guest: qemu %s; kernel %s; %s; fio engine %s; %s s per fio run, %s round(s) (order reversed every other round), mean over rounds\n", host["qemu"], info["kernel"], info["fio"], info["engine"], info["runtime_s"], info["rounds"]
+    printf "- mirrors: two legs on two virtio disks (cache=unsafe), log devices on a third; region size %d KiB; all fio mirrors created `nosync`\n", info["region_sectors"] / 2
+    printf "- ratios: dm-ulogd core / kernel core; dm-ulogd disk and disk+integrated_flush / kernel disk (IOPS, MiB/s; resync time: dm-ulogd / kernel)\n"
+    printf "- daemon CPU: /proc/PID/schedstat run time (user+system) over the fio run / requests answered in it (SIGUSR1 summary); req/IO: requests per fio write\n\n"
+    for (s = 1; s <= 2; s++) {
+        size = (s == 1) ? "small" : "large"
+        if (!((size SUBSEP "kcore" SUBSEP "randw_qd1") in seen)) continue
+        printf "## %s mirror: %s regions\n\n", size, regions[size]
+        printf "| log | 4K rand qd1 IOPS | ratio | p99 us | 4K rand qd16 IOPS | ratio | p99 us | 1M seq MiB/s | ratio | CPU us/req qd1 / qd16 / seq | req/IO qd1 / qd16 / seq |\n"
+        printf "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        for (c = 1; c <= ncfg; c++) {
+            cfg = cfgs[c]; line = "| " name[cfg]
+            cpu = ""; rpi = ""
+            for (j = 1; j <= njob; j++) {
+                k = size SUBSEP cfg SUBSEP jobs[j]; kr = size SUBSEP ref(cfg) SUBSEP jobs[j]
+                if (jobs[j] == "seqw") {
+                    v = mean(k SUBSEP "mibs"); rv = mean(kr SUBSEP "mibs")
+                    line = line sprintf(" | %.1f | %s", v, (cfg == ref(cfg)) ? "ref" : ratio(v, rv))
+                } else {
+                    v = mean(k SUBSEP "iops"); rv = mean(kr SUBSEP "iops")
+                    spread = (cnt[k SUBSEP "iops"] > 1) ? sprintf(" (%.0f-%.0f)", lo[k], hi[k]) : ""
+                    line = line sprintf(" | %.0f%s | %s | %.0f", v, spread, (cfg == ref(cfg)) ? "ref" : ratio(v, rv), mean(k SUBSEP "p99"))
+                }
+                if (sum[k SUBSEP "dreq"] > 0) {
+                    cpu = cpu (cpu == "" ? "" : " / ") sprintf("%.1f", sum[k SUBSEP "cpu"] / sum[k SUBSEP "dreq"] / 1000)
+                    rpi = rpi (rpi == "" ? "" : " / ") sprintf("%.2f", sum[k SUBSEP "dreq"] / sum[k SUBSEP "ios"])
+                }
+            }
+            if (cpu == "") { cpu = "-"; rpi = "-" }
+            print line " | " cpu " | " rpi " |"
+        }
+        printf "\n"
+    }
+    if (rn["kcore"] > 0) {
+        printf "## full resync of a %s-region mirror (from dmsetup create to all regions in sync)\n\n", rregions
+        printf "| log | seconds (mean) | min-max | ratio | requests | CPU us/req |\n|---|---:|---:|---:|---:|---:|\n"
+        split("kcore ucore", rc, " ")
+        for (i = 1; i <= 2; i++) {
+            c = rc[i]; if (!rn[c]) continue
+            t = rs[c] / rn[c] / 1000
+            printf "| %s | %.2f | %.2f-%.2f | %s | %s | %s |\n", name[c], t, rlo[c] / 1000, rhi[c] / 1000,
+                (c == "kcore") ? "ref" : ratio(rs[c] / rn[c], rs["kcore"] / rn["kcore"]),
+                (rreq[c] > 0) ? sprintf("%.0f", rreq[c] / rn[c]) : "-",
+                (rreq[c] > 0) ? sprintf("%.1f", rcpu[c] / rreq[c] / 1000) : "-"
+        }
+        printf "\n"
+    }
+    printf "## memory (dm-ulogd VmRSS in the guest, /proc/PID/status) and binary\n\n"
+    printf "| state | regions | VmRSS KiB | bits/region over idle |\n|---|---:|---:|---:|\n"
+    split("idle core_1000000 ucore udisk udisk_if idle_after", ms, " ")
+    for (i = 1; i <= 6; i++) {
+        st = ms[i]; if (!(st in mem)) continue
+        bpr = (memreg[st] > 0) ? sprintf("%.2f", (mem[st] - mem["idle"]) * 8192 / memreg[st]) : "-"
+        label = st; if (st == "ucore" || st == "udisk" || st == "udisk_if") label = "holding the large " name[st] " log (last one measured)"
+        printf "| %s | %s | %s | %s |\n", label, memreg[st], mem[st], bpr
+    }
+    printf "\nstripped release binary: %s bytes (%.2f MiB; stripped: %s)\n\n", host["binary_bytes"], host["binary_bytes"] / 1048576, host["binary_stripped"]
+    nh = 0
+    while ((getline l < handler) > 0) if (l ~ /^HANDLER /) {
+        if (nh == 0) printf "## request handler, no system calls (cargo bench --bench handler, on the host)\n\n| case | requests/s | ns/request |\n|---|---:|---:|\n"
+        nh++
+        c = l; sub(/^HANDLER case="/, "", c); sub(/".*/, "", c)
+        printf "| %s | %s | %s |\n", c, kv(l, "req_per_s"), kv(l, "ns_per_req")
+        hreq[c] = kv(l, "req_per_s")
+    }
+    if (nh) printf "\n"
+    # Targets of issue 5.
+    printf "## targets (issue 5)\n\n| target | measured | verdict |\n|---|---|---|\n"
+    t["small"] = "small"; t["large"] = "large"
+    for (s = 1; s <= 2; s++) {
+        size = (s == 1) ? "small" : "large"
+        if (!((size SUBSEP "kcore" SUBSEP "randw_qd1") in seen)) continue
+        q1 = mean(size SUBSEP "ucore" SUBSEP "randw_qd1" SUBSEP "iops") / mean(size SUBSEP "kcore" SUBSEP "randw_qd1" SUBSEP "iops")
+        q16 = mean(size SUBSEP "ucore" SUBSEP "randw_qd16" SUBSEP "iops") / mean(size SUBSEP "kcore" SUBSEP "randw_qd16" SUBSEP "iops")
+        sq = mean(size SUBSEP "ucore" SUBSEP "seqw" SUBSEP "mibs") / mean(size SUBSEP "kcore" SUBSEP "seqw" SUBSEP "mibs")
+        printf "| %s: dm-ulogd core >= 0.45x kernel core IOPS, qd1 | %.2fx | %s |\n", size, q1, (q1 >= 0.45) ? "met" : "MISSED"
+        printf "| %s: dm-ulogd core >= 0.65x kernel core IOPS, qd16 | %.2fx | %s |\n", size, q16, (q16 >= 0.65) ? "met" : "MISSED"
+        printf "| %s: dm-ulogd core >= 0.95x kernel core sequential | %.2fx | %s |\n", size, sq, (sq >= 0.95) ? "met" : "MISSED"
+        want = (size == "large") ? 1.25 : 1.0
+        for (j = 1; j <= 2; j++) {
+            for (d = 0; d <= 1; d++) {
+                cfg = d ? "udisk_if" : "udisk"
+                x = mean(size SUBSEP cfg SUBSEP jobs[j] SUBSEP "iops") / mean(size SUBSEP "kdisk" SUBSEP jobs[j] SUBSEP "iops")
+                printf "| %s: %s >= %.2fx kernel disk random-write IOPS, %s | %.2fx | %s |\n", size, name[cfg], want, substr(jobs[j], 7), x, (x >= want) ? "met" : "MISSED"
+            }
+        }
+    }
+    if (rn["kcore"] > 0 && rn["ucore"] > 0) {
+        x = (rs["ucore"] / rn["ucore"]) / (rs["kcore"] / rn["kcore"])
+        printf "| full resync time <= 1.25x kernel core | %.2fx | %s |\n", x, (x <= 1.25) ? "met" : "MISSED"
+    }
+    split("mark_region x1|clear_region x1|in_sync", hc, "|")
+    for (i = 1; i <= 3; i++) if (hc[i] in hreq)
+        printf "| handler >= 5M requests/s: %s | %.1fM/s | %s |\n", hc[i], hreq[hc[i]] / 1e6, (hreq[hc[i]] >= 5e6) ? "met" : "MISSED"
+    if ("core_1000000" in mem) {
+        x = (mem["core_1000000"] - mem["idle"]) * 8192 / 1000000
+        printf "| memory <= 2 bits/region + constant (1,000,000-region core log) | %.2f bits/region | %s |\n", x, (x <= 2.05) ? "met" : "MISSED"
+    }
+    if ("ucore" in mem) {
+        x = (mem["ucore"] - mem["idle"]) * 8192 / memreg["ucore"]
+        printf "| memory <= 2 bits/region + constant (16,777,216-region core log) | %.2f bits/region | %s |\n", x, (x <= 2.05) ? "met" : "MISSED"
+    }
+    if (host["binary_bytes"] != "")
+        printf "| stripped binary <= 1 MiB | %d bytes | %s |\n", host["binary_bytes"], (host["binary_bytes"] <= 1048576) ? "met" : "MISSED"
+    if ("idle" in mem)
+        printf "| idle VmRSS <= 2 MiB | %d KiB | %s |\n", mem["idle"], (mem["idle"] <= 2048) ? "met" : "MISSED"
+    if (!done) printf "\nWARNING: the guest did not finish (no BENCH done line)\n"
+}' "$out.raw" >"$out"
+
+cat "$out"
+echo "bench.sh: table written to $out (raw lines: $out.raw, console: $console)" >&2
+
+# Every configuration must have reported.
+missing=""
+for size in small large; do
+    for cfg in kcore kdisk ucore udisk udisk_if; do
+        for job in randw_qd1 randw_qd16 seqw; do
+            grep -q "^BENCH fio size=$size .*log=$cfg job=$job .*iops=" "$out.raw" || missing="$missing $size/$cfg/$job"
+        done
+    done
+done
+for cfg in kcore ucore; do
+    grep -q "^BENCH resync .*log=$cfg " "$out.raw" || missing="$missing resync/$cfg"
+done
+if [ -n "$missing" ]; then
+    echo "bench.sh: no result for:$missing" >&2
+    exit 1
+fi
