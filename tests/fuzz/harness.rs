@@ -11,7 +11,7 @@
 //!
 //! # Server input format
 //! `prelude kind size` (3 bytes, missing bytes read as 0), then chunks of
-//! `tag len body[len]`:
+//! `tag len body[len]` (`len` a little-endian u16, cut to what is left):
 //! - prelude bit 0: start with a CTR for target 0 built from `kind size`
 //!   (see [`ctr_text`]); bit 1: then RESUME it.
 //! - tag bits 0-1, the mode: 0 the body is a raw datagram; 1 a request built
@@ -200,7 +200,11 @@ fn views(data: &[u8]) {
         assert_eq!(nl.payload().len(), len - NL_HEADER_LEN);
         let _ = (nl.msg_type(), nl.flags(), nl.seq(), nl.pid(), nl.is_empty());
     } else {
-        let len = if data.len() >= 4 { u32_at(data, 0) as usize } else { 0 };
+        let len = if data.len() >= 4 {
+            u32_at(data, 0) as usize
+        } else {
+            0
+        };
         assert!(data.len() < NL_HEADER_LEN || len < NL_HEADER_LEN || len > data.len());
     }
     if let Ok(cn) = CnMsg::new_checked(data) {
@@ -235,7 +239,10 @@ fn views(data: &[u8]) {
 /// NLMSG_DONE, id {7, 1}, connector seq as expected, and never the
 /// incomplete form 0 < cn len < 160 the kernel drops.
 fn check_headers(reply: &[u8], cn_seq: u32) {
-    assert!(reply.len() >= REQUEST_OFFSET, "reply shorter than its headers");
+    assert!(
+        reply.len() >= REQUEST_OFFSET,
+        "reply shorter than its headers"
+    );
     assert_eq!(u32_at(reply, at::NL_LEN) as usize, reply.len(), "nlmsg_len");
     assert_eq!(u16_at(reply, at::NL_TYPE), NLMSG_DONE, "nlmsg_type");
     assert_eq!(u16_at(reply, at::NL_FLAGS), 0, "nlmsg_flags");
@@ -434,7 +441,10 @@ impl ServerHarness {
             .truncate(true)
             .open(&disk_path)
             .expect("create the scratch log device");
-        let disk_path = disk_path.into_os_string().into_string().expect("UTF-8 path");
+        let disk_path = disk_path
+            .into_os_string()
+            .into_string()
+            .expect("UTF-8 path");
         assert!(
             !disk_path.bytes().any(|b| b.is_ascii_whitespace()),
             "the scratch path {disk_path:?} must not contain white space"
@@ -461,10 +471,10 @@ impl ServerHarness {
             }
         }
         self.disk.set_len(0).expect("truncate the scratch device");
-        self.disk.set_len(DISK_LEN).expect("size the scratch device");
-        let state_fd: OwnedFd = File::open(&state)
-            .expect("open the state directory")
-            .into();
+        self.disk
+            .set_len(DISK_LEN)
+            .expect("size the scratch device");
+        let state_fd: OwnedFd = File::open(&state).expect("open the state directory").into();
         let mut run = Run {
             disk_path: &self.disk_path,
             server: Server::new(LIMITS, state_fd),
@@ -543,7 +553,7 @@ impl Run<'_> {
         }
         while !r.0.is_empty() && self.budget > 0 {
             let t = r.byte();
-            let len = usize::from(r.byte());
+            let len = usize::from(u16::from_le_bytes([r.byte(), r.byte()]));
             let body = r.take(len);
             let target = usize::from((t >> tag::TARGET_SHIFT) & 3);
             match t & 3 {
@@ -586,8 +596,7 @@ impl Run<'_> {
     fn log_region_count(&self, target: usize) -> Option<u64> {
         let (uuid, luid) = TARGETS[target];
         let reg = self.server.registry();
-        reg.find(uuid, luid)
-            .map(|i| reg.get(i).log.region_count())
+        reg.find(uuid, luid).map(|i| reg.get(i).log.region_count())
     }
 
     fn macro_chunk(&mut self, target: usize, t: u8, body: &[u8]) {
@@ -602,8 +611,7 @@ impl Run<'_> {
                 let rounds = b.byte();
                 let fail_mask = b.byte();
                 for i in 0..rounds {
-                    let Some(a) =
-                        self.request(target, t, RequestType::GetResyncWork as u32, &[])
+                    let Some(a) = self.request(target, t, RequestType::GetResyncWork as u32, &[])
                     else {
                         return;
                     };
@@ -618,12 +626,11 @@ impl Run<'_> {
                 }
             }
             macros::WRITE => {
-                let regions: Vec<u8> = b
-                    .0
-                    .iter()
-                    .take(32)
-                    .flat_map(|&x| self.region_of(target, x).to_ne_bytes())
-                    .collect();
+                let regions: Vec<u8> =
+                    b.0.iter()
+                        .take(32)
+                        .flat_map(|&x| self.region_of(target, x).to_ne_bytes())
+                        .collect();
                 self.request(target, t, RequestType::MarkRegion as u32, &regions);
                 self.request(target, t, RequestType::Flush as u32, &[]);
                 self.request(target, t, RequestType::ClearRegion as u32, &regions);
@@ -709,23 +716,32 @@ impl Run<'_> {
 
         match parsed {
             Err(Rejection::Drop(reason)) => {
-                assert!(reply.is_none(), "a dropped datagram ({reason}) was answered");
+                assert!(
+                    reply.is_none(),
+                    "a dropped datagram ({reason}) was answered"
+                );
             }
             Err(Rejection::Ack { seq, errno, .. }) => {
-                let r = reply.as_deref().expect("a malformed request must be acknowledged");
+                let r = reply
+                    .as_deref()
+                    .expect("a malformed request must be acknowledged");
                 check_headers(r, seq);
                 assert_eq!(r.len(), REQUEST_OFFSET, "a bare ack has no payload");
                 assert_eq!(u32_at(r, at::CN_ACK), errno as u32);
                 assert!(errno > 0);
             }
             Err(Rejection::Reply { cn_seq, errno, .. }) => {
-                let r = reply.as_deref().expect("a malformed request must be answered");
+                let r = reply
+                    .as_deref()
+                    .expect("a malformed request must be answered");
                 check_full_reply(r, &datagram[REQUEST_OFFSET..REPLY_DATA_OFFSET], cn_seq);
                 assert_eq!(u32_at(r, at::ERROR) as i32, -errno);
                 assert_eq!(u32_at(r, at::DATA_SIZE), 0);
             }
             Ok(req) => {
-                let r = reply.as_deref().expect("a well-formed request must be answered");
+                let r = reply
+                    .as_deref()
+                    .expect("a well-formed request must be answered");
                 check_full_reply(r, req.header, req.cn_seq);
                 self.check_answer(&req, r, known_before, before);
             }
@@ -794,7 +810,11 @@ impl Run<'_> {
                 && live.is_some_and(|l| l.disk().is_some());
             if !io && let Some(before) = before {
                 let after = self.snapshot(req.uuid, req.luid);
-                assert_eq!(Some(before), after, "{kind:?} failed with {error} but changed the log");
+                assert_eq!(
+                    Some(before),
+                    after,
+                    "{kind:?} failed with {error} but changed the log"
+                );
             }
             return;
         }
@@ -851,7 +871,10 @@ impl Run<'_> {
                     assert!(!log.in_sync(hint), "in_sync_hint {hint} is in sync");
                 }
                 if count <= DEEP_CHECK_REGIONS {
-                    assert!((0..hint).all(|r| log.in_sync(r)), "a region below the hint is out of sync");
+                    assert!(
+                        (0..hint).all(|r| log.in_sync(r)),
+                        "a region below the hint is out of sync"
+                    );
                 }
             }
             StatusInfo | StatusTable => {
@@ -860,7 +883,11 @@ impl Run<'_> {
                 assert!(text.iter().all(|b| b.is_ascii_graphic() || *b == b' '));
                 if kind == StatusInfo {
                     let want = if log.disk().is_some() { b"3 " } else { b"1 " };
-                    assert!(text.starts_with(want), "{:?}", String::from_utf8_lossy(text));
+                    assert!(
+                        text.starts_with(want),
+                        "{:?}",
+                        String::from_utf8_lossy(text)
+                    );
                 }
             }
             MarkRegion | Flush => {
@@ -884,7 +911,10 @@ impl Run<'_> {
     fn check_logs(&self) {
         let reg = self.server.registry();
         assert!(reg.len() <= LIMITS.max_logs, "more logs than --max-logs");
-        assert!(reg.used_bytes() <= LIMITS.memory_budget, "over the memory budget");
+        assert!(
+            reg.used_bytes() <= LIMITS.memory_budget,
+            "over the memory budget"
+        );
         for e in reg.iter() {
             let log = &e.log;
             let count = log.region_count();
@@ -906,7 +936,10 @@ impl Run<'_> {
 /// but for error and data_size, data_size matching the length.
 fn check_full_reply(reply: &[u8], header: &[u8], cn_seq: u32) {
     check_headers(reply, cn_seq);
-    assert!(reply.len() >= REPLY_DATA_OFFSET, "a full reply holds a request header");
+    assert!(
+        reply.len() >= REPLY_DATA_OFFSET,
+        "a full reply holds a request header"
+    );
     assert_eq!(u32_at(reply, at::CN_ACK), 0, "cn ack of a full reply");
     assert_eq!(
         &reply[REQUEST_OFFSET..at::ERROR],
@@ -937,9 +970,9 @@ impl Input {
         Input(vec![pre, kind, size])
     }
     fn chunk(mut self, t: u8, body: &[u8]) -> Self {
-        assert!(body.len() <= 255);
+        let len = u16::try_from(body.len()).expect("a chunk holds at most 65535 bytes");
         self.0.push(t);
-        self.0.push(body.len() as u8);
+        self.0.extend_from_slice(&len.to_le_bytes());
         self.0.extend_from_slice(body);
         self
     }
