@@ -395,17 +395,13 @@ fn server_seeds(frames: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
         .request(3, 0, GetSyncCount as u8, &[]);
     s.push(("seed-limits".into(), limits.0));
 
-    // The frame seeds as raw datagrams, after a CTR under their uuid.
-    let mut raw = Input::new(0, 0, 0);
-    for (_, f) in frames {
+    // The frame seeds (but their CTRs) as raw datagrams, after a CTR under
+    // their uuid.
+    let mut raw = Input::new(0, 0, 0).raw(&kernel_request(1, Ctr as u32, b"4000 core 8"));
+    for (_, f) in frames.iter().filter(|(n, _)| !n.contains("-ctr-")) {
         raw = raw.raw(f);
     }
     s.push(("seed-raw-frames".into(), raw.0));
-    let mut raw_live = Input::new(0, 0, 0).raw(&kernel_request(1, Ctr as u32, b"4000 core 8"));
-    for (_, f) in frames.iter().filter(|(n, _)| !n.contains("-ctr-")) {
-        raw_live = raw_live.raw(f);
-    }
-    s.push(("seed-raw-frames-live".into(), raw_live.0));
     s
 }
 
