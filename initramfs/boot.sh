@@ -38,7 +38,6 @@ if [ -z "$kernel" ]; then
 fi
 [ -f "$image" ] || { echo "boot.sh: no image $image" >&2; exit 1; }
 
-drives=""
 n=0
 for d in "$@"; do
     [ -f "$d" ] || [ -b "$d" ] || { echo "boot.sh: no disk $d" >&2; exit 1; }

@@ -64,7 +64,7 @@ copy_with_libs() {
     dst=$stage$src
     mkdir -p "$(dirname "$dst")"
     cp -L "$src" "$dst"
-    ldd "$src" | while read -r a b c d; do
+    ldd "$src" | while read -r a b c _; do
         # "libx.so => /path (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
         case $b in
             "=>") lib=$c ;;

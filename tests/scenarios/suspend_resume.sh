@@ -14,7 +14,7 @@ write_random /dev/mapper/m0_0 16 4
 create_mirror m0 $SECTORS userspace dmulogd-test-suspend core $REGION
 
 # During the resync.
-for i in 1 2 3; do
+for _ in 1 2 3; do
     run dmsetup suspend m0
     log "suspended: $(sync_ratio m0)"
     run dmsetup resume m0
