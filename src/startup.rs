@@ -277,6 +277,10 @@ pub fn become_root_storage_daemon() {
     let mut args = std::env::args_os();
     let argv0 = args.next().unwrap_or_default();
     if argv0.as_encoded_bytes().first() == Some(&b'@') {
+        // Executing /proc/self/exe named the process "exe"; the convention
+        // wants only argv[0] changed, so that `pidof dm-ulogd` and ps's
+        // comm column still find it.
+        let _ = nix::sys::prctl::set_name(c"dm-ulogd");
         return;
     }
     let mut argv = vec![c"@dm-ulogd".to_owned()];
