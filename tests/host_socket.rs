@@ -1,0 +1,420 @@
+//! The real daemon binary on this host: its command line, its pid file, its
+//! signals, and its netlink connector socket.
+//!
+//! Most of these tests start dm-ulogd, which needs root (CAP_NET_ADMIN to
+//! join the connector group, CAP_SYS_ADMIN for the kernel to take its
+//! replies) and a kernel with the netlink connector. They fail, never skip,
+//! when that is missing.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use dm_ulogd::sys::netlink::ConnectorSocket;
+use dm_ulogd::wire::frame::{self, REPLY_DATA_OFFSET};
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const DAEMON: &str = env!("CARGO_BIN_EXE_dm-ulogd");
+/// How long a daemon may take to start listening on a loaded machine.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// NETLINK_CONNECTOR, the protocol column of /proc/net/netlink.
+const NETLINK_CONNECTOR: u32 = 11;
+
+fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these tests start dm-ulogd, which needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): \
+         run `cargo test --test host_socket` as root"
+    );
+}
+
+/// An empty scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("host-socket")
+        .join(name);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn daemon_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(DAEMON);
+    cmd.args(args).env_remove("RUST_LOG").stdin(Stdio::null());
+    cmd
+}
+
+/// Runs the binary to completion.
+fn run(args: &[&str]) -> Output {
+    daemon_command(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {DAEMON}: {e}"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Polls `done` every 20 ms until it holds or `timeout` passes.
+fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if done() {
+            return true;
+        }
+        if start.elapsed() > timeout {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A dm-ulogd running in the foreground, its stderr collected. Killed
+/// (SIGKILL, by its pid) if a test ends without stopping it.
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    /// Starts `dm-ulogd --state-dir <dir>/state --no-mlock -v <extra>` and
+    /// waits until it listens.
+    fn start(dir: &Path, extra: &[&str]) -> Daemon {
+        let state = dir.join("state");
+        let mut args = vec!["--state-dir", state.to_str().unwrap(), "--no-mlock", "-v"];
+        args.extend_from_slice(extra);
+        let mut child = daemon_command(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {DAEMON}: {e}"));
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut d = Daemon { child, log };
+        let listening = wait_until(START_TIMEOUT, || {
+            d.log().contains("listening") || d.child.try_wait().unwrap().is_some()
+        });
+        let status = d.child.try_wait().unwrap();
+        assert!(
+            listening && status.is_none(),
+            "dm-ulogd did not start listening (exit status {status:?}); its log:\n{}",
+            d.log()
+        );
+        d
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends a signal to the daemon.
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.pid() as i32), signal).unwrap();
+    }
+
+    /// Waits for the daemon to exit.
+    fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut status = None;
+        wait_until(timeout, || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        status
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The inodes of the sockets process `pid` holds open.
+fn socket_inodes(pid: u32) -> Vec<u64> {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    fds.flatten()
+        .filter_map(|fd| fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            let t = target.to_string_lossy().into_owned();
+            t.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+        })
+        .collect()
+}
+
+/// The netlink port of the connector socket process `pid` holds that has
+/// joined group 7, from /proc/net/netlink (columns: sk Eth Pid Groups
+/// Rmem Wmem Dump Locks Drops Inode; Groups is the bitmask of groups 1-32).
+fn connector_port(pid: u32) -> Option<u32> {
+    let inodes = socket_inodes(pid);
+    let table = fs::read_to_string("/proc/net/netlink").expect("read /proc/net/netlink");
+    table.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() < 10 {
+            return None;
+        }
+        let proto: u32 = cols[1].parse().ok()?;
+        let port: u32 = cols[2].parse().ok()?;
+        let groups = u32::from_str_radix(cols[3], 16).ok()?;
+        let inode: u64 = cols[9].parse().ok()?;
+        (proto == NETLINK_CONNECTOR && groups & (1 << (7 - 1)) != 0 && inodes.contains(&inode))
+            .then_some(port)
+    })
+}
+
+/// A request from a socket that is not the kernel is dropped, unanswered,
+/// and the drop is logged.
+#[test]
+fn a_request_from_a_user_socket_is_dropped() {
+    require_root();
+    let dir = scratch("spoofed");
+    let d = Daemon::start(&dir, &["--pidfile", "none"]);
+    let port = connector_port(d.pid()).unwrap_or_else(|| {
+        panic!(
+            "dm-ulogd (pid {}) holds no connector socket in group 7 in /proc/net/netlink",
+            d.pid()
+        )
+    });
+    assert_ne!(port, 0);
+
+    let sock = ConnectorSocket::open_unicast().expect("open a connector socket");
+    // A CTR that would be accepted if it came from the kernel.
+    let table = b"1024 core 1 8";
+    let mut ctr = vec![0u8; REPLY_DATA_OFFSET + table.len()];
+    let n = frame::emit_request(&mut ctr, 7, 0xdead_beef, b"LVM-spoof", 7, 1, table);
+    sock.send_to(&ctr[..n], port)
+        .unwrap_or_else(|e| panic!("unicast to the daemon's port {port}: {}", e.desc()));
+
+    let logged = wait_until(Duration::from_secs(10), || {
+        d.log().contains("sender is not the kernel")
+    });
+    assert!(
+        logged,
+        "the daemon did not log the drop; its log:\n{}",
+        d.log()
+    );
+    // No reply comes back to the sender.
+    let mut buf = [0u8; 1024];
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        match sock.recv(&mut buf) {
+            Err(Errno::EAGAIN) => thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("recv: {}", e.desc()),
+            Ok(got) => panic!(
+                "a reply of {} bytes came from port {}",
+                got.len, got.sender_port
+            ),
+        }
+    }
+    assert!(
+        !d.log().contains("LVM-spoof"),
+        "the spoofed request was served; log:\n{}",
+        d.log()
+    );
+}
+
+#[test]
+fn version_prints_the_version_and_a_git_revision() {
+    let out = run(&["--version"]);
+    assert!(out.status.success(), "{:?}", out);
+    let stdout = text(&out.stdout);
+    let want = format!("dm-ulogd {} (git ", env!("CARGO_PKG_VERSION"));
+    assert!(stdout.starts_with(&want), "--version printed {stdout:?}");
+    let rev = stdout[want.len()..].trim_end().trim_end_matches(')');
+    let hex = rev.strip_suffix("-dirty").unwrap_or(rev);
+    assert!(
+        hex.len() >= 7 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        "--version printed no git revision: {stdout:?}"
+    );
+    assert_eq!(text(&run(&["-V"]).stdout), stdout);
+}
+
+/// Every option the parser knows (the `"-..."` literals of src/cli.rs
+/// outside its tests), and the ones listed here, appear in --help.
+#[test]
+fn help_mentions_every_option() {
+    let out = run(&["--help"]);
+    assert!(out.status.success(), "{:?}", out);
+    let help = text(&out.stdout);
+    assert_eq!(text(&run(&["-h"]).stdout), help);
+    let cli = include_str!("../src/cli.rs");
+    let cli = cli.split("#[cfg(test)]").next().unwrap();
+    let mut options: Vec<&str> = cli
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| {
+            s.len() >= 2
+                && s.starts_with('-')
+                && s[1..].bytes().all(|b| b.is_ascii_alphabetic() || b == b'-')
+        })
+        .collect();
+    options.extend([
+        "-d",
+        "--daemon",
+        "--pidfile",
+        "--state-dir",
+        "--max-logs",
+        "--memory-budget",
+        "--rcvbuf",
+        "--no-mlock",
+        "-v",
+        "--verbose",
+        "-h",
+        "--help",
+        "-V",
+        "--version",
+    ]);
+    let missing: Vec<&&str> = options.iter().filter(|o| !help.contains(**o)).collect();
+    assert!(
+        missing.is_empty(),
+        "--help does not mention {missing:?}:\n{help}"
+    );
+}
+
+#[test]
+fn a_bad_option_exits_2_with_a_message() {
+    for args in [
+        &["--bogus"][..],
+        &["--max-logs", "0"],
+        &["--max-logs"],
+        &["--memory-budget", "lots"],
+        &["--rcvbuf", "0"],
+        &["stray"],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(args[0]), "{args:?}: message {stderr:?}");
+        assert!(stderr.contains("--help"), "{args:?}: message {stderr:?}");
+    }
+}
+
+#[test]
+fn a_second_instance_with_the_same_pidfile_exits_4_naming_the_pid() {
+    require_root();
+    let dir = scratch("second");
+    let pidfile = dir.join("dm-ulogd.pid");
+    let pidfile = pidfile.to_str().unwrap();
+    let first = Daemon::start(&dir, &["--pidfile", pidfile]);
+    let held = fs::read_to_string(pidfile).unwrap();
+    assert_eq!(
+        held.trim(),
+        first.pid().to_string(),
+        "the pid file's content"
+    );
+
+    let state = dir.join("state2");
+    let out = run(&[
+        "--pidfile",
+        pidfile,
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--no-mlock",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&first.pid().to_string()) && stderr.contains(pidfile),
+        "the message names neither the pid {} nor the file: {stderr:?}",
+        first.pid()
+    );
+    // The first one still runs and still owns the file.
+    assert_eq!(fs::read_to_string(pidfile).unwrap(), held);
+    assert!(connector_port(first.pid()).is_some());
+}
+
+#[test]
+fn sigterm_with_no_live_logs_exits_0() {
+    require_root();
+    let dir = scratch("sigterm");
+    let mut d = Daemon::start(&dir, &["--pidfile", "none"]);
+    d.signal(Signal::SIGTERM);
+    let status = d.wait(Duration::from_secs(10));
+    let status = status.unwrap_or_else(|| panic!("no exit after SIGTERM; log:\n{}", d.log()));
+    assert_eq!(status.code(), Some(0), "log:\n{}", d.log());
+}
+
+#[test]
+fn daemon_mode_returns_0_once_listening_with_the_pid_in_the_pidfile() {
+    require_root();
+    let dir = scratch("daemon-mode");
+    let pidfile = dir.join("dm-ulogd.pid");
+    let state = dir.join("state");
+    let out = run(&[
+        "--daemon",
+        "--pidfile",
+        pidfile.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--no-mlock",
+    ]);
+    let pid: Option<u32> = fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    // Whatever happens next, the detached daemon is stopped.
+    struct Stop(Option<u32>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            if let Some(pid) = self.0 {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+        }
+    }
+    let mut stop = Stop(pid);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "--daemon: stderr {:?}",
+        text(&out.stderr)
+    );
+    let pid = pid.expect("the pid file holds a pid");
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    assert_eq!(
+        comm.trim(),
+        "dm-ulogd",
+        "pid {pid} from the pid file is not dm-ulogd"
+    );
+    // It listens already: its connector socket is in group 7.
+    assert!(
+        connector_port(pid).is_some(),
+        "the daemon (pid {pid}) has not joined group 7"
+    );
+
+    kill(Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
+    let gone = wait_until(Duration::from_secs(10), || {
+        match fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            // A zombie waiting for its reaper has exited too.
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        }
+    });
+    assert!(gone, "the daemon (pid {pid}) did not exit on SIGTERM");
+    stop.0 = None;
+}
