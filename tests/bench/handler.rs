@@ -11,6 +11,7 @@
 //!   --iters N        run exactly N requests of each case through `hot_loop`
 //!                    and print nothing but a line per case (for
 //!                    `valgrind --tool=callgrind --toggle-collect='*hot_loop*'`)
+//!   --logs 1|64      only the cases with this many live logs
 //!   --regions N      regions of the benchmark log (default 16777216, the
 //!                    benchmark's large mirror)
 //!
@@ -282,6 +283,7 @@ struct Args {
     only: Option<String>,
     iters: Option<u64>,
     regions: u64,
+    logs: Option<usize>,
 }
 
 fn parse_args() -> Args {
@@ -291,6 +293,7 @@ fn parse_args() -> Args {
         only: None,
         iters: None,
         regions: DEFAULT_REGIONS,
+        logs: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -300,6 +303,7 @@ fn parse_args() -> Args {
             "--only" => a.only = Some(it.next().expect("--only NAME")),
             "--iters" => a.iters = Some(it.next().and_then(|v| v.parse().ok()).expect("--iters N")),
             "--regions" => a.regions = it.next().and_then(|v| v.parse().ok()).expect("--regions N"),
+            "--logs" => a.logs = Some(it.next().and_then(|v| v.parse().ok()).expect("--logs N")),
             // cargo bench passes --bench; libtest-style filters are ignored.
             _ => {}
         }
@@ -327,6 +331,9 @@ fn main() {
     );
     let mut machine = Vec::new();
     for logs in [1usize, 64] {
+        if args.logs.is_some_and(|l| l != logs) {
+            continue;
+        }
         let mut b = Bench::new(logs, args.regions);
         for case in b.cases() {
             if !wanted(case.name) {

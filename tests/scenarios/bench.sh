@@ -3,9 +3,13 @@
 # the same mirror geometry, side by side: the kernel's core and disk logs,
 # dm-ulogd core, dm-ulogd disk and dm-ulogd disk with integrated_flush.
 #
-#   fio, direct I/O, time-bounded, on a small mirror (16,384 regions) and a
-#   large one (16,777,216 regions; 2 TiB sparse legs), both created `nosync`
-#   (a sync mirror on multi-terabyte legs would resync for ever):
+#   fio, direct I/O, time-bounded, on a small mirror (16,384 regions, 2 GiB)
+#   and a large one (16,777,216 regions, 2 TiB), both created `nosync` (a sync
+#   mirror on multi-terabyte legs would resync for ever). Each leg is a
+#   dm-linear device (as LVM's mirror legs are) whose 1 GiB segments all map
+#   the same 1 GiB of its virtio disk: the mirror and its log see 2 TiB and
+#   16,777,216 regions, the host stores 1 GiB per leg, written once before
+#   the measurements, so no run pays for the host allocating sparse blocks.
 #     randw_qd1   4 KiB random writes, queue depth 1
 #     randw_qd16  4 KiB random writes, queue depth 16
 #     seqw        1 MiB sequential writes, queue depth 1, over the first 256 MiB
@@ -25,8 +29,8 @@
 
 MODE=${BENCH_MODE:-$(bench_param dmulogd.bench full)}
 case $MODE in
-    smoke) def_runtime=2 def_rounds=1 ;;
-    *) MODE=full def_runtime=10 def_rounds=2 ;;
+    smoke) def_runtime=2 def_rounds=1 RESYNC_REGION=8 ;;
+    *) MODE=full def_runtime=10 def_rounds=2 RESYNC_REGION=256 ;;
 esac
 RUNTIME=$(bench_param dmulogd.bench_runtime $def_runtime)
 ROUNDS=$(bench_param dmulogd.bench_rounds $def_rounds)
@@ -34,7 +38,8 @@ ROUNDS=$(bench_param dmulogd.bench_rounds $def_rounds)
 REGION=256                 # sectors: 128 KiB regions
 SMALL=16384                # regions of the small mirror (2 GiB)
 LARGE=16777216             # regions of the large mirror (2 TiB)
-RESYNC=4096                # regions of the resync mirror (512 MiB)
+RESYNC=4096                # regions of the resync mirror (full: 512 MiB; smoke: 16 MiB)
+PHYS=2097152               # sectors of host storage behind each leg (1 GiB)
 SEQ_SIZE=256M              # range of the sequential job
 CONFIGS="kcore kdisk ucore udisk udisk_if"
 REVERSED="udisk_if udisk ucore kdisk kcore"
@@ -45,18 +50,35 @@ echo on >/proc/sys/kernel/printk_devkmsg 2>/dev/null
 
 ENGINE=$(fio_engine)
 bench_line info mode=$MODE kernel=$(uname -r) fio=$(fio --version) engine=$ENGINE \
-    runtime_s=$RUNTIME rounds=$ROUNDS region_sectors=$REGION cpus=$(nproc) \
+    runtime_s=$RUNTIME rounds=$ROUNDS region_sectors=$REGION resync_region_sectors=$RESYNC_REGION cpus=$(nproc) \
     mem_kb=$(awk '$1 == "MemTotal:" { print $2 }' /proc/meminfo)
 
 start_daemon
 DPID=$(daemon_pid)
 sleep 1
-bench_line mem state=idle regions=0 vmrss_kb=$(vmrss_kb "$DPID")
+mem_line idle 0
 
-# Legs on the first two disks, log devices on the third.
-make_legs bl $((LARGE * REGION))
-make_legs bs $((SMALL * REGION))
-make_legs br $((RESYNC * REGION))
+# alias_leg NAME SECTORS DISK START: /dev/mapper/NAME, a dm-linear device of
+# SECTORS made of PHYS-sector segments that all map DISK from START.
+alias_leg() {
+    awk -v total="$2" -v phys=$PHYS -v disk="$3" -v start="$4" 'BEGIN {
+        for (o = 0; o < total; o += phys) {
+            len = (total - o < phys) ? total - o : phys
+            printf "%d %d linear %s %d\n", o, len, disk, start
+        } }' >/tmp/alias.table
+    run dmsetup create "$1" </tmp/alias.table >/dev/null
+    [ -b "/dev/mapper/$1" ] || run dmsetup mknodes "$1" >/dev/null
+}
+
+# Host storage: the first PHYS sectors after 1 MiB of each leg disk (carved
+# first, so they start at sector 2048), then the resync legs, then the log
+# devices on the third disk.
+make_legs phys $PHYS
+for i in 0 1; do
+    alias_leg bs_$i $((SMALL * REGION)) "$(disk_n $i)" 2048
+    alias_leg bl_$i $((LARGE * REGION)) "$(disk_n $i)" 2048
+done
+make_legs br $((RESYNC * RESYNC_REGION))
 carve bl_log 8192 "$(disk_n 2)"     # 1 KiB header + 2 MiB of bits
 carve bs_log 2048 "$(disk_n 2)"
 zero_dev /dev/mapper/bl_log
@@ -73,16 +95,11 @@ job_args() {
 JOBS="randw_qd1 randw_qd16 seqw"
 
 if [ "$MODE" = full ]; then
-    # The legs are sparse files on the host: the first write to a block
-    # allocates it. Write every block the measured jobs will write (the same
-    # seeded random sequence, the legs faster than any mirror) once first,
-    # so no configuration pays for the host's allocation.
-    for legs in bs bl; do
-        for leg in ${legs}_0 ${legs}_1; do
-            log "warm-up: $leg"
-            fio_terse /dev/mapper/$leg "$RUNTIME" $(job_args randw_qd16) >/dev/null
-            run dd if=/dev/zero of=/dev/mapper/$leg bs=1M count=256 oflag=direct >/dev/null
-        done
+    # Write the host storage behind the legs once (sparse files allocate on
+    # first write) so that every configuration overwrites allocated blocks.
+    for i in 0 1; do
+        log "warm-up: writing phys_$i"
+        run dd if=/dev/zero of=/dev/mapper/phys_$i bs=1M count=$((PHYS / 2048)) oflag=direct >/dev/null
     done
 fi
 
@@ -90,10 +107,11 @@ fi
 measure() {
     _size=$1 _n=$2 _legs=$3 _logdev=$4 _cfg=$5 _round=$6
     _sectors=$((_n * REGION))
-    # shellcheck disable=SC2046
-    bench_create m$_legs $_sectors $_legs $(log_args "$_cfg" "$_logdev" $REGION nosync)
+    log_args "$_cfg" "$_logdev" $REGION nosync
+    # shellcheck disable=SC2086
+    bench_create m$_legs $_sectors $_legs $LOGARGS
     if is_userspace "$_cfg"; then
-        bench_line mem state=$_cfg regions=$_n vmrss_kb=$(vmrss_kb "$DPID")
+        mem_line $_cfg $_n
     fi
     for _job in $JOBS; do
         _r0=0 _r1=0 _c0=0 _c1=0
@@ -139,8 +157,9 @@ resync() {
         _c0=$(cpu_ns "$DPID")
     fi
     _t0=$(now_ms)
-    # shellcheck disable=SC2046
-    bench_create mbr $((RESYNC * REGION)) br $(log_args "$_cfg" "" $REGION "")
+    log_args "$_cfg" "" $RESYNC_REGION ""
+    # shellcheck disable=SC2086
+    bench_create mbr $((RESYNC * RESYNC_REGION)) br $LOGARGS
     wait_sync_event mbr 1200
     _t1=$(now_ms)
     if is_userspace "$_cfg"; then
@@ -149,7 +168,7 @@ resync() {
     fi
     remove_dev mbr
     [ "$2" = warmup ] && return 0
-    bench_line resync regions=$RESYNC log=$_cfg round=$2 ms=$((_t1 - _t0)) \
+    bench_line resync regions=$RESYNC region_sectors=$RESYNC_REGION log=$_cfg round=$2 ms=$((_t1 - _t0)) \
         dreq=$((_r1 - _r0)) dcpu_ns=$((_c1 - _c0))
 }
 
@@ -169,13 +188,14 @@ done
 
 # Memory: the daemon holding one core log of 1,000,000 regions (nosync, on
 # the large legs).
-# shellcheck disable=SC2046
-bench_create mmem $((1000000 * REGION)) bl $(log_args ucore "" $REGION nosync)
+log_args ucore "" $REGION nosync
+# shellcheck disable=SC2086
+bench_create mmem $((1000000 * REGION)) bl $LOGARGS
 sleep 0.5
-bench_line mem state=core_1000000 regions=1000000 vmrss_kb=$(vmrss_kb "$DPID")
+mem_line core_1000000 1000000
 remove_dev mmem
 sleep 0.5
-bench_line mem state=idle_after regions=0 vmrss_kb=$(vmrss_kb "$DPID")
+mem_line idle_after 0
 
 daemon_alive || fail "dm-ulogd died during the benchmark"
 stop_daemon

@@ -20,6 +20,15 @@ cpu_ns() { awk '{ print $1 }' "/proc/$1/schedstat" 2>/dev/null || echo 0; }
 # vmrss_kb PID: resident memory (VmRSS) of a process, in KiB.
 vmrss_kb() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status"; }
 
+# mem_line STATE REGIONS: the daemon's memory (/proc/PID/status, KiB):
+# VmRSS and its anonymous, file and shared-memory parts, and VmLck.
+mem_line() {
+    bench_line mem state=$1 regions=$2 $(awk '
+        $1 == "VmRSS:" { r = r " vmrss_kb=" $2 } $1 == "RssAnon:" { r = r " anon_kb=" $2 }
+        $1 == "RssFile:" { r = r " file_kb=" $2 } $1 == "RssShmem:" { r = r " shmem_kb=" $2 }
+        $1 == "VmLck:" { r = r " vmlck_kb=" $2 } END { print r }' "/proc/$DPID/status")
+}
+
 # The daemon's request counter: SIGUSR1 makes it log a summary line
 # ("... N requests, ...") to /dev/kmsg (--daemon); wait for that line.
 _summary_lines() { dmesg | grep -c 'dm-ulogd.*live log(s).*requests' ; }
@@ -84,22 +93,23 @@ bench_create() {
     [ -b "/dev/mapper/$_bname" ] || run dmsetup mknodes "$_bname" >/dev/null
 }
 
-# log_args CONFIG LOGDEV REGION [sync|nosync]: the mirror_table log words of
-# one benchmark configuration:
+# log_args CONFIG LOGDEV REGION [sync|nosync]: sets LOGARGS to the
+# mirror_table log words of one benchmark configuration:
 #   kcore     the kernel's core log          kdisk     the kernel's disk log
 #   ucore     dm-ulogd core                  udisk     dm-ulogd disk
 #   udisk_if  dm-ulogd disk with integrated_flush
-# Each call of a userspace configuration gets a fresh uuid.
+# Each userspace log gets a fresh uuid. (Sets a variable rather than printing:
+# a command substitution would lose the uuid counter.)
 _uuid_n=0
 log_args() {
     _uuid_n=$((_uuid_n + 1))
     _u=dmulogd-bench-$1-$_uuid_n
     case $1 in
-        kcore) echo "core $3 $4" ;;
-        kdisk) echo "disk $2 $3 $4" ;;
-        ucore) echo "userspace $_u core $3 $4" ;;
-        udisk) echo "userspace $_u disk $2 $3 $4" ;;
-        udisk_if) echo "userspace $_u integrated_flush disk $2 $3 $4" ;;
+        kcore) LOGARGS="core $3 $4" ;;
+        kdisk) LOGARGS="disk $2 $3 $4" ;;
+        ucore) LOGARGS="userspace $_u core $3 $4" ;;
+        udisk) LOGARGS="userspace $_u disk $2 $3 $4" ;;
+        udisk_if) LOGARGS="userspace $_u integrated_flush disk $2 $3 $4" ;;
         *) fail "unknown benchmark configuration $1" ;;
     esac
 }
