@@ -1,6 +1,8 @@
 //! The fixed-capacity table of live logs, keyed by (uuid, luid), and the
 //! memory budget their bitmaps are charged against.
 
+use std::cell::Cell;
+
 use crate::log::DirtyLog;
 use crate::wire::ulog::MAX_UUID_LEN;
 
@@ -25,6 +27,7 @@ pub enum NoRoom {
 
 pub struct Registry {
     entries: Vec<Entry>,
+    last_hit: Cell<usize>,
     max_logs: usize,
     budget: usize,
     used: usize,
@@ -36,6 +39,7 @@ impl Registry {
     pub fn new(max_logs: usize, budget: usize) -> Self {
         Registry {
             entries: Vec::with_capacity(max_logs),
+            last_hit: Cell::new(0),
             max_logs,
             budget,
             used: 0,
@@ -52,11 +56,18 @@ impl Registry {
         self.used
     }
 
+    /// Finds a live log. Requests come in bursts per log (a flush is
+    /// marks, then FLUSH), so the last hit is tried before the scan.
     #[inline]
     pub fn find(&self, uuid: &[u8], luid: u64) -> Option<usize> {
-        self.entries
-            .iter()
-            .position(|e| e.luid == luid && e.uuid.as_slice() == uuid)
+        let is = |e: &Entry| e.luid == luid && e.uuid.as_slice() == uuid;
+        let last = self.last_hit.get();
+        if self.entries.get(last).is_some_and(is) {
+            return Some(last);
+        }
+        let found = self.entries.iter().position(is)?;
+        self.last_hit.set(found);
+        Some(found)
     }
 
     /// Finds a live log by uuid alone (a table reloaded under a new luid).
