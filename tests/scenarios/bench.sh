@@ -57,6 +57,7 @@ start_daemon
 DPID=$(daemon_pid)
 sleep 1
 mem_line idle 0
+smaps_lines idle
 
 # alias_leg NAME SECTORS DISK START: /dev/mapper/NAME, a dm-linear device of
 # SECTORS made of PHYS-sector segments that all map DISK from START.
@@ -64,7 +65,7 @@ alias_leg() {
     awk -v total="$2" -v phys=$PHYS -v disk="$3" -v start="$4" 'BEGIN {
         for (o = 0; o < total; o += phys) {
             len = (total - o < phys) ? total - o : phys
-            printf "%d %d linear %s %d\n", o, len, disk, start
+            printf "%.0f %.0f linear %s %.0f\n", o, len, disk, start
         } }' >/tmp/alias.table
     run dmsetup create "$1" </tmp/alias.table >/dev/null
     [ -b "/dev/mapper/$1" ] || run dmsetup mknodes "$1" >/dev/null
@@ -193,6 +194,7 @@ log_args ucore "" $REGION nosync
 bench_create mmem $((1000000 * REGION)) bl $LOGARGS
 sleep 0.5
 mem_line core_1000000 1000000
+smaps_lines core_1000000
 remove_dev mmem
 sleep 0.5
 mem_line idle_after 0

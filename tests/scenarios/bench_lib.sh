@@ -29,6 +29,18 @@ mem_line() {
         $1 == "VmLck:" { r = r " vmlck_kb=" $2 } END { print r }' "/proc/$DPID/status")
 }
 
+# smaps_lines TAG: the daemon's mappings with resident pages, one console line
+# each ("SMAPS TAG <range> <perms> <path> rss_kb=N locked_kb=N"), to show
+# where its memory is.
+smaps_lines() {
+    awk -v tag="$1" '
+        /^[0-9a-f]+-[0-9a-f]+ / { if (h != "" && rss > 0) print "SMAPS " tag " " h " rss_kb=" rss " locked_kb=" lck
+                                 h = $1 " " $2 " " ($6 == "" ? "[anon]" : $6); rss = 0; lck = 0 }
+        $1 == "Rss:" { rss = $2 } $1 == "Locked:" { lck = $2 }
+        END { if (h != "" && rss > 0) print "SMAPS " tag " " h " rss_kb=" rss " locked_kb=" lck }' \
+        "/proc/$DPID/smaps" >"$_CONSOLE"
+}
+
 # The daemon's request counter: SIGUSR1 makes it log a summary line
 # ("... N requests, ...") to /dev/kmsg (--daemon); wait for that line.
 _summary_lines() { dmesg | grep -c 'dm-ulogd.*live log(s).*requests' ; }

@@ -1,0 +1,74 @@
+#!/bin/sh
+# Diagnostic (not part of the benchmark): where the time of a userspace-log
+# mirror write goes, seen from the kernel. function_graph-traces the
+# dm-log-userspace entry points and dm_consult_userspace (one round trip to
+# the daemon) during a short fio run per configuration, and prints per
+# function: calls and mean duration. Configurations: dmulogd.probe=CFG,CFG
+# (default udisk,udisk_if); job: dmulogd.probe_job (default randw_qd1),
+# seconds: dmulogd.probe_secs (default 2). A second run per configuration
+# counts the daemon's system calls per request (raw_syscalls events).
+# Boot it by hand with three disks (4 GiB, 4 GiB, 64 MiB), e.g.
+#   BOOT_MEM=1024M BOOT_APPEND="dmulogd.probe=ucore,udisk" \
+#     initramfs/boot.sh IMAGE bench_probe a.img b.img c.img
+. /scenarios/lib.sh
+. /scenarios/bench_lib.sh
+REGION=256
+N=16384
+CFGS=$(bench_param dmulogd.probe "udisk,udisk_if" | tr , ' ')
+JOB=$(bench_param dmulogd.probe_job randw_qd1)
+SECS=$(bench_param dmulogd.probe_secs 2)
+echo on >/proc/sys/kernel/printk_devkmsg 2>/dev/null
+mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null
+T=/sys/kernel/tracing
+start_daemon
+make_legs p $((N * REGION))
+carve p_log 2048 "$(disk_n 2)"
+zero_dev /dev/mapper/p_log
+ENGINE=$(fio_engine)
+case $JOB in
+    randw_qd1) JA="--rw=randwrite --bs=4k --iodepth=1" ;;
+    randw_qd16) JA="--rw=randwrite --bs=4k --iodepth=16" ;;
+    seqw) JA="--rw=write --bs=1M --iodepth=1 --size=256M" ;;
+esac
+for cfg in $CFGS; do
+    log_args $cfg /dev/mapper/p_log $REGION nosync
+    bench_create mp $((N * REGION)) p $LOGARGS
+    echo 0 >$T/tracing_on
+    echo nop >$T/current_tracer
+    echo >$T/trace
+    echo 'userspace_* dm_consult_userspace dm_rh_* blkdev_fsync blkdev_issue_flush blkdev_write_iter __blkdev_direct_IO_simple __blkdev_direct_IO blkdev_read_iter' >$T/set_ftrace_filter 2>/dev/null ||
+        log "set_ftrace_filter failed: $(cat $T/set_ftrace_filter | head -3)"
+    echo function_graph >$T/current_tracer
+    echo 1 >$T/tracing_on
+    set -- $(fio_terse /dev/mapper/mp "$SECS" $JA --ioengine=$ENGINE)
+    echo 0 >$T/tracing_on
+    bench_line probe log=$cfg job=$JOB iops=$1 p99_us=$3
+    # function_graph lines: "cpu) duration us | func();" or "{ ... }" pairs.
+    awk -v cfg=$cfg -F'|' '
+        NF >= 2 && $1 ~ /us/ {
+            d = $1; sub(/ *us.*/, "", d); sub(/.*[^0-9.]/, "", d); d += 0
+            f = $2
+            if (f ~ /^ *}/) { if (f !~ /\/\*/) next; sub(/.*\/\* */, "", f) } else if (f !~ /\(\);/) next
+            sub(/^ */, "", f); sub(/[ (].*/, "", f)
+            c[f]++; s[f] += d; if (d > m[f]) m[f] = d; if (d > 10000) slow[f]++
+        }
+        END { for (f in c) printf "PROBE %s %s calls=%d mean_us=%.1f max_us=%.0f over_10ms=%d total_ms=%.1f\n", cfg, f, c[f], s[f] / c[f], m[f], slow[f], s[f] / 1000 }' $T/trace | sort >/dev/console
+    # Second run: the daemon's system calls per request (raw_syscalls
+    # events filtered on its pid), no function tracing.
+    echo nop >$T/current_tracer
+    echo >$T/trace
+    echo "common_pid == $(daemon_pid)" >$T/events/raw_syscalls/sys_enter/filter
+    echo 1 >$T/events/raw_syscalls/sys_enter/enable
+    r0=$(daemon_requests)
+    echo 1 >$T/tracing_on
+    set -- $(fio_terse /dev/mapper/mp "$SECS" $JA --ioengine=$ENGINE)
+    echo 0 >$T/tracing_on
+    r1=$(daemon_requests)
+    echo 0 >$T/events/raw_syscalls/sys_enter/enable
+    awk -v cfg=$cfg -v req=$((r1 - r0)) '/sys_enter: NR/ { n = $0; sub(/.*NR /, "", n); sub(/ .*/, "", n); c[n]++; t++ }
+        END { printf "PROBE %s syscalls requests=%d syscalls_per_request=%.2f", cfg, req, t / (req ? req : 1)
+              for (k in c) printf " nr%s=%.2f", k, c[k] / (req ? req : 1); printf "\n" }' $T/trace >/dev/console
+    remove_dev mp
+done
+stop_daemon
+pass
