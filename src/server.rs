@@ -144,13 +144,7 @@ impl Server {
     ) -> Option<usize> {
         match rejection {
             Rejection::Drop(reason) => {
-                self.counters.dropped += 1;
-                if worth_logging(self.counters.dropped) {
-                    log::warn!(
-                        "dropped a datagram ({reason}); {} dropped so far",
-                        self.counters.dropped
-                    );
-                }
+                self.drop_datagram(reason);
                 None
             }
             Rejection::Ack { reason, seq, errno } => {
@@ -255,7 +249,8 @@ impl Server {
             }
         };
         match kind {
-            RequestType::Ctr | RequestType::Dtr => unreachable_request(),
+            // Handled by `dispatch` before a log is looked up.
+            RequestType::Ctr | RequestType::Dtr => Err(Errno::EINVAL),
             RequestType::Presuspend => {
                 expect_empty(data)?;
                 Ok(0)
@@ -497,8 +492,13 @@ impl Server {
 
     /// Counts and (rate-limited) logs a datagram dropped before parsing.
     pub fn drop_datagram(&mut self, reason: &'static str) {
-        let mut unused = [0u8; REPLY_BUF_LEN];
-        self.reject(&[], Rejection::Drop(reason), &mut unused);
+        self.counters.dropped += 1;
+        if worth_logging(self.counters.dropped) {
+            log::warn!(
+                "dropped a datagram ({reason}); {} dropped so far",
+                self.counters.dropped
+            );
+        }
     }
 
     /// True when some disk log deferred writes (see `write_back_all`).
@@ -552,11 +552,6 @@ impl Server {
             );
         }
     }
-}
-
-#[cold]
-fn unreachable_request() -> Result<usize, Errno> {
-    Err(Errno::EINVAL)
 }
 
 fn log_no_room(uuid: &Uuid<'_>, no_room: NoRoom) {
