@@ -15,6 +15,12 @@
 #                     the header) and how many of the 128 clean bits are set
 #   assembly-status   `dmsetup status dmroot` right after the table was loaded
 #   builder           initramfs-tools or dracut
+#   units             dracut only: "DAEMON_ACTIVE TRIGGER_START HOST_RESULT HOST_STATE":
+#                     when dm-ulogd-initrd.service became active and when
+#                     systemd-udev-trigger.service (coldplug) started, in
+#                     monotonic microseconds, and the Result and ActiveState
+#                     of the host unit dm-ulogd.service, which the test
+#                     module runs here after the initrd daemon
 # On failure it prints "DMULOGD-RESULT: FAIL ..." and powers off.
 case ${1:-} in
 prereqs) exit 0 ;;
@@ -69,6 +75,24 @@ clean=$(od -An -tu1 -v -j 1024 -N 16 "$out/log-image" |
 rm -f "$out/log-image"
 echo "$header $clean" >"$out/log-before"
 say "log device before assembly: header '$header', $clean/128 regions clean"
+
+if [ "$builder" = dracut ]; then
+    d=$(systemctl show -P ActiveEnterTimestampMonotonic dm-ulogd-initrd.service)
+    u=$(systemctl show -P ExecMainStartTimestampMonotonic systemd-udev-trigger.service)
+    # The host unit, started after the initrd daemon: its ExecCondition
+    # finds the pid file locked, so it is skipped rather than failed.
+    n=0
+    while :; do
+        hs=$(systemctl show -P ActiveState dm-ulogd.service)
+        case $hs in activating | deactivating | reloading) ;; *) break ;; esac
+        [ $n -lt 100 ] || break
+        sleep 0.1
+        n=$((n + 1))
+    done
+    hr=$(systemctl show -P Result dm-ulogd.service)
+    echo "$d $u $hr $hs" >"$out/units"
+    say "dm-ulogd-initrd.service active at ${d}us, udev coldplug started at ${u}us; host unit dm-ulogd.service: $hs ($hr)"
+fi
 
 sectors=$(cat /sys/block/vda/size)
 [ "$sectors" = "$(cat /sys/block/vdb/size)" ] || die "legs differ in size"

@@ -148,6 +148,21 @@ say "dm-ulogd pid $pid (same as in the initramfs), argv[0] '$argv0', comm '$comm
 if [ "$builder" = initramfs-tools ]; then
     [ "$(cat /run/sendsigs.omit.d/dm-ulogd.pid 2>/dev/null)" = "$pid" ] ||
         fail "/run/sendsigs.omit.d/dm-ulogd.pid does not hold $pid"
+else
+    # systemd's killing spree at switch_root took every other initrd process
+    # (udevd, journald, ...) and spared "@dm-ulogd".
+    left=""
+    for p in /proc/[0-9]*; do
+        case $(cat "$p/comm" 2>/dev/null) in systemd* | *udevd* | dbus*) left="$left ${p#/proc/}:$(cat "$p/comm")" ;; esac
+    done
+    [ -z "$left" ] || fail "initrd processes survived switch_root:$left"
+    set -- $(cat $T/units 2>/dev/null)
+    [ $# -eq 4 ] || fail "no unit times from the initrd ($T/units)"
+    [ "$1" -gt 0 ] && [ "$2" -gt 0 ] && [ "$1" -lt "$2" ] ||
+        fail "dm-ulogd-initrd.service active at $1 us, not before udev coldplug at $2 us"
+    [ "$3" = exec-condition ] && [ "$4" = inactive ] ||
+        fail "host unit dm-ulogd.service in the initrd: $4 ($3), expected skipped by its ExecCondition (exec-condition)"
+    say "initrd: dm-ulogd active at $1 us < udev coldplug at $2 us; host unit skipped ($3); no initrd process but dm-ulogd survived switch_root"
 fi
 
 # ---------------------------------------------------------------- the root mirror's sync

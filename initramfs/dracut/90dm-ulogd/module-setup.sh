@@ -1,0 +1,45 @@
+#!/bin/bash
+# dracut module for dm-ulogd, the device-mapper userspace dirty-log server.
+#
+# Puts the static daemon, the kernel modules of dm-mirror with a userspace
+# log and dm-ulogd-initrd.service into systemd-based dracut images. The unit
+# starts the daemon early in the initrd, before udev coldplug, dracut's
+# initqueue, cryptsetup and local file systems, i.e. before anything can load
+# a mirror table with a `userspace` log; the daemon then keeps serving after
+# the switch to the real root (see dm-ulogd-initrd.service).
+#
+# Install: copy this directory to /usr/lib/dracut/modules.d/90dm-ulogd/ and
+# rebuild the image (dracut -f). It is included by default once installed.
+#
+# Environment: DM_ULOGD, the binary to copy (default /usr/sbin/dm-ulogd).
+
+# called by dracut
+check() {
+    require_binaries "${DM_ULOGD:-/usr/sbin/dm-ulogd}" || return 1
+    return 0
+}
+
+# called by dracut
+depends() {
+    # dm: dmsetup and device-mapper's udev rules. systemd: the unit is the
+    # only way this module starts the daemon.
+    echo dm systemd
+    return 0
+}
+
+# called by dracut
+installkernel() {
+    # The netlink connector (CONFIG_CONNECTOR) is built into Debian's kernels.
+    hostonly='' instmods dm-mod dm-log dm-region-hash dm-mirror dm-log-userspace
+}
+
+# called by dracut
+install() {
+    inst_simple "${DM_ULOGD:-/usr/sbin/dm-ulogd}" /usr/sbin/dm-ulogd || {
+        dfatal "dm-ulogd: cannot install ${DM_ULOGD:-/usr/sbin/dm-ulogd}"
+        return 1
+    }
+    inst_multiple -o modprobe
+    inst_simple "$moddir/dm-ulogd-initrd.service" "$systemdsystemunitdir/dm-ulogd-initrd.service"
+    $SYSTEMCTL -q --root "$initdir" enable dm-ulogd-initrd.service
+}
