@@ -395,6 +395,28 @@ fn server_seeds(frames: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
         .request(3, 0, GetSyncCount as u8, &[]);
     s.push(("seed-limits".into(), limits.0));
 
+    // The daemon restarts; the kernel reconnects its logs (CTR with NUL,
+    // RESUME) and finds their bits.
+    let restart = Input::new(both, kind::CORE, 99)
+        .macro_op(0, 0, &[macros::RESYNC, 40, 0x04])
+        .regions(0, 0, MarkRegion as u8, &[1, 50, region::LAST])
+        .macro_op(2, 0, &[macros::CTR, kind::DISK, 60])
+        .request(2, 0, Resume as u8, &[])
+        .regions(2, 0, ClearRegion as u8, &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+        .regions(2, 0, Flush as u8, &[4])
+        .macro_op(0, 0, &[macros::RESTART])
+        .regions(0, 0, IsClean as u8, &[1])
+        .macro_op(0, 0, &[macros::CTR, kind::CORE | kind::WITH_NUL, 99])
+        .request(0, 0, Resume as u8, &[])
+        .macro_op(2, 0, &[macros::CTR, kind::DISK | kind::WITH_NUL, 60])
+        .request(2, 0, Resume as u8, &[])
+        .regions(2, 0, InSync as u8, &[4])
+        .macro_op(0, 0, &[macros::RESTART])
+        .request(0, 0, Dtr as u8, &[])
+        .macro_op(0, 0, &[macros::CTR, kind::CORE | kind::WITH_NUL, 99])
+        .macro_op(0, 0, &[macros::RESYNC, 255, 0]);
+    s.push(("seed-restart".into(), restart.0));
+
     // The frame seeds (but their CTRs) as raw datagrams, after a CTR under
     // their uuid.
     let mut raw = Input::new(0, 0, 0).raw(&kernel_request(1, Ctr as u32, b"4000 core 8"));

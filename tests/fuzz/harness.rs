@@ -18,10 +18,12 @@
 //!   with `emit_request`, `body[0]` choosing the type (`% 19`, so 0 and 18
 //!   are unknown types) and the rest of the body its payload as is; 2 the
 //!   same, but each payload byte becomes one u64 region (see [`region_of`]);
-//!   3 a macro chosen by `body[0] % 4`: 0 CTR from `body[1] body[2]`, 1 a
+//!   3 a macro chosen by `body[0] % 5`: 0 CTR from `body[1] body[2]`, 1 a
 //!   resync loop of `body[1]` rounds of GET_RESYNC_WORK + SET_REGION_SYNC,
 //!   2 a write cycle MARK + FLUSH + CLEAR + FLUSH over compact regions
-//!   `body[1..]`, 3 PRESUSPEND + POSTSUSPEND + RESUME.
+//!   `body[1..]`, 3 PRESUSPEND + POSTSUSPEND + RESUME, 4 a restart of the
+//!   daemon: a new `Server` over the same state directory (the macro is
+//!   `body[0] % 5`).
 //! - tag bits 2-3: which (uuid, luid) the request names ([`TARGETS`]).
 //! - tag bit 4: set reserved high bits of the request type field.
 //! - tag bit 5: send request version 2 instead of 3.
@@ -33,6 +35,7 @@
 //! its own scratch file (see [`foreign_device`]).
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -330,12 +333,13 @@ pub mod prelude {
     pub const RESUME: u8 = 2;
 }
 
-/// Macros (`body[0] % 4` of a MACRO chunk).
+/// Macros (`body[0] % 5` of a MACRO chunk).
 pub mod macros {
     pub const CTR: u8 = 0;
     pub const RESYNC: u8 = 1;
     pub const WRITE: u8 = 2;
     pub const SUSPEND_RESUME: u8 = 3;
+    pub const RESTART: u8 = 4;
 }
 
 /// Compact region bytes above 250 and what they stand for.
@@ -474,13 +478,15 @@ impl ServerHarness {
         self.disk
             .set_len(DISK_LEN)
             .expect("size the scratch device");
-        let state_fd: OwnedFd = File::open(&state).expect("open the state directory").into();
         let mut run = Run {
             disk_path: &self.disk_path,
-            server: Server::new(LIMITS, state_fd),
+            server: new_server(&state),
+            state_dir: &state,
             seq: 0,
             last_work: 0,
             budget: MAX_REQUESTS,
+            ctr_texts: HashMap::new(),
+            saved: HashMap::new(),
         };
         run.program(input);
     }
@@ -496,13 +502,36 @@ const MAX_REQUESTS: usize = 4096;
 /// Logs up to this many regions get their bitmaps compared in full.
 const DEEP_CHECK_REGIONS: u64 = 1 << 16;
 
+fn new_server(state_dir: &Path) -> Server {
+    let fd: OwnedFd = File::open(state_dir)
+        .expect("open the state directory")
+        .into();
+    Server::new(LIMITS, fd)
+}
+
+/// A log as identified by the kernel.
+type Key = (Vec<u8>, u64);
+
+/// A live log's bits when its daemon was restarted.
+struct Saved {
+    ctr: Vec<u8>,
+    clean: Vec<u64>,
+    sync: Vec<u64>,
+}
+
 struct Run<'h> {
     disk_path: &'h str,
     server: Server,
+    state_dir: &'h Path,
     seq: u32,
     /// The region of the last GET_RESYNC_WORK that had work.
     last_work: u64,
     budget: usize,
+    /// The constructor string (without NUL) of every log created.
+    ctr_texts: HashMap<Key, Vec<u8>>,
+    /// Logs live at a restart that the kernel has not reconnected since:
+    /// a reconnecting CTR with the same string must find these bits.
+    saved: HashMap<Key, Saved>,
 }
 
 /// A full reply's verdict, for macros.
@@ -601,7 +630,7 @@ impl Run<'_> {
 
     fn macro_chunk(&mut self, target: usize, t: u8, body: &[u8]) {
         let mut b = Reader(body);
-        match b.byte() % 4 {
+        match b.byte() % 5 {
             macros::CTR => {
                 let kind = b.byte();
                 let size = b.byte();
@@ -636,6 +665,7 @@ impl Run<'_> {
                 self.request(target, t, RequestType::ClearRegion as u32, &regions);
                 self.request(target, t, RequestType::Flush as u32, &[]);
             }
+            macros::RESTART => self.restart(),
             _ => {
                 for kind in [
                     RequestType::Presuspend,
@@ -646,6 +676,26 @@ impl Run<'_> {
                 }
             }
         }
+    }
+
+    /// The daemon dies and starts again on the same state directory.
+    fn restart(&mut self) {
+        for e in self.server.registry().iter() {
+            let log = &e.log;
+            let key = (e.uuid.to_vec(), e.luid);
+            let Some(ctr) = self.ctr_texts.get(&key) else {
+                continue;
+            };
+            if log.region_count() <= DEEP_CHECK_REGIONS {
+                let saved = Saved {
+                    ctr: ctr.clone(),
+                    clean: log.clean_bits().words().to_vec(),
+                    sync: log.sync_bits().words().to_vec(),
+                };
+                self.saved.insert(key, saved);
+            }
+        }
+        self.server = new_server(self.state_dir);
     }
 
     fn ctr(&mut self, target: usize, kind: u8, size: u8, t: u8) -> Option<Answer> {
@@ -782,6 +832,39 @@ impl Run<'_> {
         }
         let reg = self.server.registry();
         let live = reg.find(req.uuid, req.luid).map(|i| &reg.get(i).log);
+        let key = || (req.uuid.to_vec(), req.luid);
+        match kind {
+            Ctr if !known_before => {
+                let (text, reconnect) = match req.data.split_last() {
+                    Some((0, text)) => (text, true),
+                    _ => (req.data, false),
+                };
+                let saved = self.saved.remove(&key());
+                if error == 0 {
+                    self.ctr_texts.insert(key(), text.to_vec());
+                }
+                if let (Some(log), Some(saved), true) = (live, saved, reconnect)
+                    && saved.ctr == text
+                {
+                    // A previous daemon served this log: its bits are back.
+                    assert_eq!(
+                        log.clean_bits().words(),
+                        &saved.clean[..],
+                        "clean bits lost across a restart"
+                    );
+                    assert_eq!(
+                        log.sync_bits().words(),
+                        &saved.sync[..],
+                        "sync bits lost across a restart"
+                    );
+                }
+            }
+            Dtr if known_before => {
+                self.saved.remove(&key());
+                self.ctr_texts.remove(&key());
+            }
+            _ => {}
+        }
         match kind {
             Ctr => {
                 if known_before {
