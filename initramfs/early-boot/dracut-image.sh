@@ -41,6 +41,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 
+# shellcheck disable=SC2046 # "DIR KVER": two words
 set -- $(sh "$here/kernel-tree.sh" "$work/kernel") "$@"
 kroot=$1
 kver=$2

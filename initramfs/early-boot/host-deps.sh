@@ -11,6 +11,7 @@
 #   systemd, udev         what dracut copies into a systemd initrd, and
 #                         systemd-analyze for `verify`
 #   e2fsprogs             mkfs.ext4 -d for the guest's root file system
+#   man-db                man(1): systemd-analyze verify resolves Documentation=man:
 #   busybox-static, dmsetup, cpio, qemu-system-x86: see initramfs/setup-host.sh
 #
 # Nothing here changes how the host itself boots: neither package installs
@@ -19,7 +20,7 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 sh "$here/../setup-host.sh"
 
-PKGS="initramfs-tools-core dracut-core systemd udev e2fsprogs busybox-static dmsetup cpio"
+PKGS="initramfs-tools-core dracut-core systemd udev e2fsprogs busybox-static dmsetup cpio man-db"
 missing=""
 for p in $PKGS; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
@@ -37,6 +38,6 @@ if [ -n "$missing" ]; then
     # shellcheck disable=SC2086
     apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $missing >/dev/null
 fi
-for c in mkinitramfs unmkinitramfs lsinitramfs dracut lsinitrd systemd-analyze mkfs.ext4 unshare; do
+for c in mkinitramfs unmkinitramfs lsinitramfs dracut lsinitrd systemd-analyze mkfs.ext4 unshare man flock; do
     command -v "$c" >/dev/null 2>&1 || { echo "host-deps.sh: $c missing after install" >&2; exit 1; }
 done

@@ -26,7 +26,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     echo "$dir $kver"
     exit 0
 fi
-rm -rf "$dir/lib" "$dir/boot"
+rm -rf "${dir:?}/lib" "${dir:?}/boot"
 mkdir -p "$dir/lib/modules" "$dir/boot"
 cp -al "$ktree/lib/modules/$kver" "$dir/lib/modules/" 2>/dev/null ||
     cp -a "$ktree/lib/modules/$kver" "$dir/lib/modules/"

@@ -38,6 +38,7 @@ case $out in /*) ;; *) out=$(pwd)/$out ;; esac
 
 mkdir -p "$work"
 work=$(cd "$work" && pwd)
+# shellcheck disable=SC2046 # "DIR KVER": two words
 set -- $(sh "$here/kernel-tree.sh" "$work/kernel") "$@"
 kroot=$1
 kver=$2

@@ -74,6 +74,7 @@ sync_counts() {
 wait_in_sync() {
     n=0
     while :; do
+        # shellcheck disable=SC2046 # "in_sync total": two words
         set -- "$1" "$2" $(sync_counts "$1")
         [ -n "${3:-}" ] || fail "no sync counts in 'dmsetup status $1': $(dmsetup status "$1")"
         [ "$3" = "$4" ] && return 0
@@ -156,6 +157,7 @@ else
         case $(cat "$p/comm" 2>/dev/null) in systemd* | *udevd* | dbus*) left="$left ${p#/proc/}:$(cat "$p/comm")" ;; esac
     done
     [ -z "$left" ] || fail "initrd processes survived switch_root:$left"
+    # shellcheck disable=SC2046 # four words
     set -- $(cat $T/units 2>/dev/null)
     [ $# -eq 4 ] || fail "no unit times from the initrd ($T/units)"
     [ "$1" -gt 0 ] && [ "$2" -gt 0 ] && [ "$1" -lt "$2" ] ||
@@ -169,6 +171,7 @@ fi
 
 # What the initramfs saw: the log device before assembly, the sync count right after.
 before=$(cat $T/log-before) || fail "no $T/log-before"
+# shellcheck disable=SC2086 # 17 words
 set -- $before
 clean_before=${17}
 header_before="$1 $2 $3 $4 $5 $6 $7 $8 $9 ${10} ${11} ${12} ${13} ${14} ${15} ${16}"

@@ -1,4 +1,5 @@
 #!/bin/bash
+# shellcheck disable=SC2154 # moddir, initdir, systemdsystemunitdir, SYSTEMCTL: set by dracut
 # dracut module for dm-ulogd, the device-mapper userspace dirty-log server.
 #
 # Puts the static daemon, the kernel modules of dm-mirror with a userspace

@@ -1,4 +1,5 @@
 #!/bin/bash
+# shellcheck disable=SC2154 # moddir, initdir, systemdsystemunitdir, SYSTEMCTL: set by dracut
 # Test-only dracut module of the early-boot test: assembles the root mirror in
 # the initrd with tests/early-boot/assemble-root.sh (path in
 # $DMULOGD_TEST_ASSEMBLE), run by dmulogd-test-root.service after the
