@@ -876,6 +876,24 @@ impl Run<'_> {
                         assert_eq!(*last, 0, "CTR reply must be NUL-terminated");
                         assert!(!text.contains(&0));
                     }
+                    // A table's first CTR builds a new log as the kernel
+                    // does: all clean; all in sync with nosync, else none.
+                    if let (false, Some(log)) = (known_before, live)
+                        && req.data.last() != Some(&0)
+                        && log.region_count() <= DEEP_CHECK_REGIONS
+                    {
+                        let count = log.region_count();
+                        let nosync =
+                            params::parse(req.data).is_ok_and(|a| a.sync == params::SyncMode::No);
+                        assert_eq!(
+                            log.clean_bits().count_ones(),
+                            count,
+                            "new log not all clean"
+                        );
+                        let want = if nosync { count } else { 0 };
+                        assert_eq!(log.sync_count(), want, "new log's sync count");
+                        assert_eq!(log.sync_bits().count_ones(), want, "new log's sync bits");
+                    }
                 } else {
                     assert!(live.is_none(), "CTR failed but a log is live");
                 }
