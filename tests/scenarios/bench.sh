@@ -3,19 +3,22 @@
 # the same mirror geometry, side by side: the kernel's core and disk logs,
 # dm-ulogd core, dm-ulogd disk and dm-ulogd disk with integrated_flush.
 #
-#   fio, direct I/O, time-bounded, on a small mirror (16,384 regions, 2 GiB)
-#   and a large one (16,777,216 regions, 2 TiB), both created `nosync` (a sync
-#   mirror on multi-terabyte legs would resync for ever). Each leg is a
-#   dm-linear device (as LVM's mirror legs are) whose 1 GiB segments all map
-#   the same 1 GiB of its virtio disk: the mirror and its log see 2 TiB and
-#   16,777,216 regions, the host stores 1 GiB per leg, written once before
-#   the measurements, so no run pays for the host allocating sparse blocks.
+#   fio, direct I/O, time-bounded, on a small mirror (16,384 regions, 8 GiB)
+#   and a large one (16,777,216 regions, 8 TiB), both created `nosync` (a sync
+#   mirror on multi-terabyte legs would resync for ever). Regions are 512 KiB
+#   (the harness scenarios' size, LVM's classic mirror_region_size). Each leg
+#   is a dm-linear device (as LVM's mirror legs are) whose 1 GiB segments all
+#   map the same 1 GiB of its virtio disk: the mirror and its log see 8 TiB
+#   and 16,777,216 regions, the host stores 1 GiB per leg, written once
+#   before the measurements, so no run pays for the host allocating sparse
+#   blocks.
 #     randw_qd1   4 KiB random writes, queue depth 1
 #     randw_qd16  4 KiB random writes, queue depth 16
 #     seqw        1 MiB sequential writes, queue depth 1, over the first 256 MiB
-#   resync: time of a full resync of a 4,096-region mirror (created without
-#     nosync), kernel core log vs dm-ulogd core, from `dmsetup create` until
-#     the status shows every region in sync (dmsetup wait on the table event).
+#   resync: time of a full resync of a 4,096-region mirror (2 GiB; created
+#     without nosync), kernel core log vs dm-ulogd core, from `dmsetup create`
+#     until the status shows every region in sync (dmsetup wait on the table
+#     event). Its legs alias the same 1 GiB too.
 #   dm-ulogd: CPU time (schedstat) and requests answered (its SIGUSR1 summary
 #     in the kernel log) over each run; VmRSS idle and holding logs.
 #
@@ -23,22 +26,23 @@
 # Kernel command line (initramfs/bench.sh sets them through BOOT_APPEND):
 #   dmulogd.bench=full|smoke  dmulogd.bench_runtime=SECONDS  dmulogd.bench_rounds=N
 # Rounds alternate the order of the configurations (ABCDE, EDCBA, ...) so a
-# drift in the host's load weighs on all of them alike.
+# drift in the host's load weighs on all of them alike; the host reports the
+# median over rounds.
 . /scenarios/lib.sh
 . /scenarios/bench_lib.sh
 
 MODE=${BENCH_MODE:-$(bench_param dmulogd.bench full)}
 case $MODE in
     smoke) def_runtime=2 def_rounds=1 RESYNC_REGION=8 ;;
-    *) MODE=full def_runtime=10 def_rounds=2 RESYNC_REGION=256 ;;
+    *) MODE=full def_runtime=10 def_rounds=3 RESYNC_REGION=1024 ;;
 esac
 RUNTIME=$(bench_param dmulogd.bench_runtime $def_runtime)
 ROUNDS=$(bench_param dmulogd.bench_rounds $def_rounds)
 
-REGION=256                 # sectors: 128 KiB regions
-SMALL=16384                # regions of the small mirror (2 GiB)
-LARGE=16777216             # regions of the large mirror (2 TiB)
-RESYNC=4096                # regions of the resync mirror (full: 512 MiB; smoke: 16 MiB)
+REGION=1024                # sectors: 512 KiB regions
+SMALL=16384                # regions of the small mirror (8 GiB)
+LARGE=16777216             # regions of the large mirror (8 TiB)
+RESYNC=4096                # regions of the resync mirror (full: 2 GiB; smoke: 16 MiB)
 PHYS=2097152               # sectors of host storage behind each leg (1 GiB)
 SEQ_SIZE=256M              # range of the sequential job
 CONFIGS="kcore kdisk ucore udisk udisk_if"
@@ -72,14 +76,13 @@ alias_leg() {
 }
 
 # Host storage: the first PHYS sectors after 1 MiB of each leg disk (carved
-# first, so they start at sector 2048), then the resync legs, then the log
-# devices on the third disk.
+# first, so they start at sector 2048); the log devices on the third disk.
 make_legs phys $PHYS
 for i in 0 1; do
     alias_leg bs_$i $((SMALL * REGION)) "$(disk_n $i)" 2048
     alias_leg bl_$i $((LARGE * REGION)) "$(disk_n $i)" 2048
+    alias_leg br_$i $((RESYNC * RESYNC_REGION)) "$(disk_n $i)" 2048
 done
-make_legs br $((RESYNC * RESYNC_REGION))
 carve bl_log 8192 "$(disk_n 2)"     # 1 KiB header + 2 MiB of bits
 carve bs_log 2048 "$(disk_n 2)"
 zero_dev /dev/mapper/bl_log
@@ -168,15 +171,10 @@ resync() {
         _r1=$(daemon_requests)
     fi
     remove_dev mbr
-    [ "$2" = warmup ] && return 0
     bench_line resync regions=$RESYNC region_sectors=$RESYNC_REGION log=$_cfg round=$2 ms=$((_t1 - _t0)) \
         dreq=$((_r1 - _r0)) dcpu_ns=$((_c1 - _c0))
 }
 
-if [ "$MODE" = full ]; then
-    log "resync warm-up (kcore, not measured): allocates leg 1 on the host"
-    resync kcore warmup
-fi
 r=1
 while [ $r -le "$ROUNDS" ]; do
     if [ $((r % 2)) -eq 1 ]; then order="kcore ucore"; else order="ucore kcore"; fi

@@ -20,13 +20,17 @@ cpu_ns() { awk '{ print $1 }' "/proc/$1/schedstat" 2>/dev/null || echo 0; }
 # vmrss_kb PID: resident memory (VmRSS) of a process, in KiB.
 vmrss_kb() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status"; }
 
-# mem_line STATE REGIONS: the daemon's memory (/proc/PID/status, KiB):
-# VmRSS and its anonymous, file and shared-memory parts, and VmLck.
+# mem_line STATE REGIONS: the daemon's memory, KiB: VmRSS and its anonymous,
+# file and shared-memory parts and VmLck from /proc/PID/status, and rss_kb,
+# the resident set from /proc/PID/smaps_rollup. The status counters are
+# per-thread caches the kernel folds in lazily (they can lag by dozens of
+# pages); smaps_rollup walks the page tables, so rss_kb is exact.
 mem_line() {
     bench_line mem state=$1 regions=$2 $(awk '
         $1 == "VmRSS:" { r = r " vmrss_kb=" $2 } $1 == "RssAnon:" { r = r " anon_kb=" $2 }
         $1 == "RssFile:" { r = r " file_kb=" $2 } $1 == "RssShmem:" { r = r " shmem_kb=" $2 }
-        $1 == "VmLck:" { r = r " vmlck_kb=" $2 } END { print r }' "/proc/$DPID/status")
+        $1 == "VmLck:" { r = r " vmlck_kb=" $2 } END { print r }' "/proc/$DPID/status") \
+        rss_kb=$(awk '$1 == "Rss:" { print $2 }' "/proc/$DPID/smaps_rollup")
 }
 
 # smaps_lines TAG: the daemon's mappings with resident pages, one console line

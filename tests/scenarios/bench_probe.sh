@@ -53,21 +53,39 @@ for cfg in $CFGS; do
             c[f]++; s[f] += d; if (d > m[f]) m[f] = d; if (d > 10000) slow[f]++
         }
         END { for (f in c) printf "PROBE %s %s calls=%d mean_us=%.1f max_us=%.0f over_10ms=%d total_ms=%.1f\n", cfg, f, c[f], s[f] / c[f], m[f], slow[f], s[f] / 1000 }' $T/trace | sort >/dev/console
-    # Second run: the daemon's system calls per request (raw_syscalls
-    # events filtered on its pid), no function tracing.
+    # Second run: the daemon's system calls (raw_syscalls enter and exit,
+    # filtered on its pid), no function tracing: per request how many, and
+    # per kind the mean time inside; "user" is the time between a syscall's
+    # exit and the next one's entry (the daemon's own code).
     echo nop >$T/current_tracer
     echo >$T/trace
-    echo "common_pid == $(daemon_pid)" >$T/events/raw_syscalls/sys_enter/filter
-    echo 1 >$T/events/raw_syscalls/sys_enter/enable
+    for e in sys_enter sys_exit; do
+        echo "common_pid == $(daemon_pid)" >$T/events/raw_syscalls/$e/filter
+        echo 1 >$T/events/raw_syscalls/$e/enable
+    done
     r0=$(daemon_requests)
     echo 1 >$T/tracing_on
     set -- $(fio_terse /dev/mapper/mp "$SECS" $JA --ioengine=$ENGINE)
     echo 0 >$T/tracing_on
     r1=$(daemon_requests)
-    echo 0 >$T/events/raw_syscalls/sys_enter/enable
-    awk -v cfg=$cfg -v req=$((r1 - r0)) '/sys_enter: NR/ { n = $0; sub(/.*NR /, "", n); sub(/ .*/, "", n); c[n]++; t++ }
-        END { printf "PROBE %s syscalls requests=%d syscalls_per_request=%.2f", cfg, req, t / (req ? req : 1)
-              for (k in c) printf " nr%s=%.2f", k, c[k] / (req ? req : 1); printf "\n" }' $T/trace >/dev/console
+    for e in sys_enter sys_exit; do echo 0 >$T/events/raw_syscalls/$e/enable; done
+    awk -v cfg=$cfg -v req=$((r1 - r0)) '
+        /sys_(enter|exit): NR/ {
+            for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+\.[0-9]+:$/) { ts = substr($i, 1, length($i) - 1) * 1e6; break }
+            n = $0; sub(/.*NR /, "", n); sub(/ .*/, "", n)
+            if ($0 ~ /sys_enter/) {
+                if (lastexit != "") { user += ts - lastexit; nuser++ }
+                enter = ts; cur = n; t++
+            } else if (enter != "" && n == cur) {
+                r = $0; sub(/.*= /, "", r); k = "nr" n ((n == 45 || n == 47) ? ((r + 0 < 0) ? "_err" : "_ok") : "")
+                c[k]++; d[k] += ts - enter; lastexit = ts
+            }
+        }
+        END {
+            q = req ? req : 1
+            printf "PROBE %s syscalls requests=%d per_request=%.2f user_us=%.1f", cfg, req, t / q, nuser ? user / nuser : 0
+            for (k in c) printf " %s=%.2f/req,%.1fus", k, c[k] / q, d[k] / c[k]
+            printf "\n" }' $T/trace >/dev/console
     remove_dev mp
 done
 stop_daemon
