@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 pub const DEFAULT_PIDFILE: &str = "/run/dm-ulogd.pid";
 pub const DEFAULT_STATE_DIR: &str = "/run/dm-ulogd";
+pub const DEFAULT_NODE_DIR: &str = "/dev";
 pub const DEFAULT_MAX_LOGS: usize = 256;
 pub const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
 pub const DEFAULT_RCVBUF: usize = 4 << 20;
@@ -24,8 +25,10 @@ Options:
                            or non-zero with its error. Logs go to /dev/kmsg.
       --pidfile PATH       pid file, locked while running (default /run/dm-ulogd.pid;
                            `none` for no pid file)
-      --state-dir DIR      runtime directory for device nodes of major:minor log
-                           devices (default /run/dm-ulogd)
+      --state-dir DIR      where each log's bits are kept so a restarted daemon
+                           resumes them; keep it on tmpfs (default /run/dm-ulogd)
+      --node-dir DIR       where a major:minor log device gets a short-lived device
+                           node; must allow device nodes (default /dev)
       --max-logs N         most logs served at once (default 256)
       --memory-budget SIZE most memory for all bitmaps together, with an optional
                            K, M or G suffix (default 64M); a log that does not fit
@@ -50,6 +53,7 @@ pub struct Options {
     pub daemon: bool,
     pub pidfile: Option<PathBuf>,
     pub state_dir: PathBuf,
+    pub node_dir: PathBuf,
     pub max_logs: usize,
     pub memory_budget: usize,
     pub rcvbuf: usize,
@@ -64,6 +68,7 @@ impl Default for Options {
             daemon: false,
             pidfile: Some(PathBuf::from(DEFAULT_PIDFILE)),
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            node_dir: PathBuf::from(DEFAULT_NODE_DIR),
             max_logs: DEFAULT_MAX_LOGS,
             memory_budget: DEFAULT_MEMORY_BUDGET,
             rcvbuf: DEFAULT_RCVBUF,
@@ -127,6 +132,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                 opts.pidfile = (v != "none").then(|| PathBuf::from(v));
             }
             "--state-dir" => opts.state_dir = PathBuf::from(value("a directory")?),
+            "--node-dir" => opts.node_dir = PathBuf::from(value("a directory")?),
             "--max-logs" => {
                 let v = value("a number")?;
                 opts.max_logs = match v.parse() {
@@ -171,6 +177,7 @@ mod tests {
             "--pidfile=/tmp/p",
             "--state-dir",
             "/tmp/s",
+            "--node-dir=/tmp/n",
             "--max-logs",
             "8",
             "--memory-budget",
@@ -186,6 +193,7 @@ mod tests {
         assert!(o.daemon);
         assert_eq!(o.pidfile, Some(PathBuf::from("/tmp/p")));
         assert_eq!(o.state_dir, PathBuf::from("/tmp/s"));
+        assert_eq!(o.node_dir, PathBuf::from("/tmp/n"));
         assert_eq!(o.max_logs, 8);
         assert_eq!(o.memory_budget, 2 << 20);
         assert_eq!(o.rcvbuf, 1024);

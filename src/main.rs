@@ -87,7 +87,8 @@ fn serve(opts: &Options, ready: &mut Option<Ready>) -> Result<(), Fatal> {
         Some(path) => Some(startup::lock_pidfile(path)?),
         None => None,
     };
-    let state_dir = startup::open_state_dir(&opts.state_dir)?;
+    let state_dir = startup::open_work_dir(&opts.state_dir, "--state-dir")?;
+    let node_dir = startup::open_work_dir(&opts.node_dir, "--node-dir")?;
 
     let mut mask = SigSet::empty();
     for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR1] {
@@ -102,7 +103,7 @@ fn serve(opts: &Options, ready: &mut Option<Ready>) -> Result<(), Fatal> {
         max_logs: opts.max_logs,
         memory_budget: opts.memory_budget,
     };
-    let mut server = Server::new(limits, state_dir);
+    let mut server = Server::new(limits, state_dir, node_dir);
     if opts.mlock {
         startup::harden();
     }

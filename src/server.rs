@@ -3,7 +3,7 @@
 //! the memory budget).
 
 use core::fmt;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 use nix::errno::Errno;
 
@@ -40,8 +40,12 @@ pub struct Counters {
 pub struct Server {
     registry: Registry,
     io: IoBuf,
-    /// State files, and device nodes for major:minor log devices.
+    /// State files.
     state: StateDir,
+    /// Where major:minor log devices get their short-lived device nodes: a
+    /// directory apart from the state files, because /run is often mounted
+    /// nodev and /dev (devtmpfs) never is.
+    node_dir: OwnedFd,
     counters: Counters,
 }
 
@@ -100,12 +104,13 @@ fn put_u64(out: &mut [u8], at: usize, v: u64) {
 }
 
 impl Server {
-    /// `state_dir` is the open state directory (--state-dir).
-    pub fn new(limits: Limits, state_dir: OwnedFd) -> Self {
+    /// `state_dir` and `node_dir` are the open --state-dir and --node-dir.
+    pub fn new(limits: Limits, state_dir: OwnedFd, node_dir: OwnedFd) -> Self {
         Server {
             registry: Registry::new(limits.max_logs, limits.memory_budget),
             io: IoBuf::new(),
             state: StateDir::new(state_dir),
+            node_dir,
             counters: Counters::default(),
         }
     }
@@ -475,7 +480,7 @@ impl Server {
         spec: &str,
         args: &LogArgs<'_>,
     ) -> Result<DiskStore, Errno> {
-        let device = LogDevice::open(spec, self.state.fd()).map_err(|e| {
+        let device = LogDevice::open(spec, self.node_dir.as_fd()).map_err(|e| {
             log::error!("log {uuid}: table refused: log device {spec:?}: {e}");
             e.errno
         })?;

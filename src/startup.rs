@@ -172,34 +172,27 @@ pub fn lock_pidfile(path: &Path) -> Result<Flock<File>, Fatal> {
     Ok(lock)
 }
 
-/// Creates the state directory and opens it; everything the daemon later
-/// makes there goes through this descriptor, which stays valid after the
-/// initramfs's switch_root moves /run.
-pub fn open_state_dir(path: &Path) -> Result<OwnedFd, Fatal> {
-    std::fs::create_dir_all(path).map_err(|e| {
+/// Creates a directory the daemon works in (`option` names it in errors)
+/// and opens it; everything the daemon later makes there goes through this
+/// descriptor, which stays valid after the initramfs's switch_root moves
+/// /run and /dev.
+pub fn open_work_dir(path: &Path, option: &str) -> Result<OwnedFd, Fatal> {
+    let fail = |what: &str, cause: String| {
         Fatal::new(
             ExitCode::Runtime,
             format!(
-                "cannot create state directory {}: {e} (see --state-dir)",
+                "cannot {what} directory {}: {cause} (see {option})",
                 path.display()
             ),
         )
-    })?;
+    };
+    std::fs::create_dir_all(path).map_err(|e| fail("create", e.to_string()))?;
     nix::fcntl::open(
         path,
         OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| {
-        Fatal::new(
-            ExitCode::Runtime,
-            format!(
-                "cannot open state directory {}: {}",
-                path.display(),
-                e.desc()
-            ),
-        )
-    })
+    .map_err(|e| fail("open", e.desc().to_string()))
 }
 
 /// Locks all memory and opts out of the OOM killer: a daemon in the write

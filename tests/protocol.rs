@@ -127,7 +127,7 @@ impl Daemon {
         fs::create_dir_all(&dir).unwrap();
         let fd: OwnedFd = fs::File::open(&dir).unwrap().into();
         Daemon {
-            server: Server::new(limits, fd),
+            server: Server::new(limits, fd.try_clone().unwrap(), fd),
             seq: 100,
         }
     }

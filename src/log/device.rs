@@ -54,7 +54,12 @@ impl LogDevice {
         let flags = OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_DIRECT;
         let file = match parse_dev_numbers(spec) {
             Some((major, minor)) => {
-                let name = "log-device-node";
+                let mut name = heapless::String::<40>::new();
+                let _ = core::fmt::Write::write_fmt(
+                    &mut name,
+                    format_args!(".dm-ulogd-{}-node", std::process::id()),
+                );
+                let name = name.as_str();
                 let _ = unistd::unlinkat(node_dir, name, unistd::UnlinkatFlags::NoRemoveDir);
                 stat::mknodat(
                     node_dir,

@@ -190,6 +190,8 @@ impl DirtyLog {
     /// RESUME: a core log only restarts its resync scan; a disk log reads
     /// its device (the kernel's disk_resume).
     pub fn resume(&mut self, io: &mut IoBuf) -> Result<(), Errno> {
+        // dm-raid1 waits for its recoveries before it suspends: none is out.
+        self.recovering = None;
         self.sync_search = 0;
         self.in_sync_floor = 0;
         let Some(d) = &mut self.disk else {
@@ -209,7 +211,11 @@ impl DirtyLog {
     /// GET_RESYNC_WORK: the next region to recover, if any.
     pub fn get_resync_work(&mut self) -> Option<u64> {
         if let Some(region) = self.recovering {
-            return Some(region);
+            if !self.sync.test(region) {
+                return Some(region);
+            }
+            // Settled some other way (a disk log's RESUME rebuilt the bits).
+            self.recovering = None;
         }
         let count = self.region_count();
         if self.sync_search >= count {

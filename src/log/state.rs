@@ -79,11 +79,6 @@ impl StateDir {
         StateDir { dir }
     }
 
-    /// The directory descriptor, also used to make device nodes.
-    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.dir.as_fd()
-    }
-
     /// Creates (or truncates) the state file of a new log and maps its
     /// zero-filled clean and sync words.
     pub fn create(&self, id: &Identity<'_>) -> Result<(Bitmap, Bitmap), Errno> {

@@ -43,7 +43,9 @@ const ERROR_OFFSET: usize = REQUEST_OFFSET + 144;
 const POOL: usize = 64;
 const REGION_SIZE: u64 = 256;
 pub const DEFAULT_REGIONS: u64 = 16_777_216;
-const UUID: &[u8] = b"dm-ulogd-bench-0000000000000000000000000000";
+/// 68 bytes, the length of an LVM uuid ("LVM-" + VG uuid + LV uuid); the
+/// last 16 digits number the log.
+const UUID: &[u8] = b"LVM-dmulogdbenchXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX0000000000000000";
 const LUID: u64 = 0xffff_8881_0000_1000;
 
 /// One benchmark case: a name and the datagrams it cycles through.
@@ -106,14 +108,15 @@ fn regions_payload(rng: &mut Rng, count: usize, regions: u64) -> Vec<u8> {
         .collect()
 }
 
-/// A server holding `logs` core logs of `regions` regions (nosync); the
-/// benchmark targets the last one created, so with several logs the
-/// registry lookup scans past the others. The state directory is a fresh
-/// temporary directory, removed by `Bench::drop`.
+/// A server holding `logs` core logs of `regions` regions (nosync). With one
+/// log every request goes to it; with several, consecutive requests go to
+/// the logs in turn (round robin), so no lookup can be answered by a cache
+/// of the last log used. The state directory is a fresh temporary
+/// directory, removed by `Bench::drop`.
 pub struct Bench {
     pub server: Server,
-    pub uuid: Vec<u8>,
-    pub luid: u64,
+    /// (uuid, luid) of every log, in creation order.
+    pub ids: Vec<(Vec<u8>, u64)>,
     pub regions: u64,
     dir: PathBuf,
 }
@@ -141,29 +144,29 @@ impl Bench {
             max_logs: logs.max(256),
             memory_budget: 1 << 30,
         };
-        let mut server = Server::new(limits, fd);
+        let mut server = Server::new(limits, fd.try_clone().unwrap(), fd);
         let ctr = format!("{} core 2 {REGION_SIZE} nosync", regions * REGION_SIZE);
         let mut out = [0u8; REPLY_BUF_LEN];
-        let mut last = (Vec::new(), 0);
+        let mut ids = Vec::new();
         for i in 0..logs {
             let uuid = uuid_n(i);
             let luid = LUID + 64 * i as u64;
             let d = datagram(&uuid, luid, 1, CTR, ctr.as_bytes());
             let n = server.handle(&d, &mut out).expect("a reply to CTR");
             assert_eq!(reply_error(&out[..n]), 0, "CTR of bench log {i} failed");
-            last = (uuid, luid);
+            ids.push((uuid, luid));
         }
         Bench {
             server,
-            uuid: last.0,
-            luid: last.1,
+            ids,
             regions,
             dir,
         }
     }
 
-    /// The cases of the benchmark, on this bench's target log.
+    /// The cases of the benchmark, on this bench's logs in turn.
     pub fn cases(&self) -> Vec<Case> {
+        let ids = &self.ids;
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut case = |name, kind, per: usize, rpr: u64| Case {
             name,
@@ -171,7 +174,8 @@ impl Bench {
             datagrams: (0..POOL)
                 .map(|i| {
                     let data = regions_payload(&mut rng, per, self.regions);
-                    datagram(&self.uuid, self.luid, 100 + i as u32, kind, &data)
+                    let (uuid, luid) = &ids[i % ids.len()];
+                    datagram(uuid, *luid, 100 + i as u32, kind, &data)
                 })
                 .collect(),
         };
@@ -346,7 +350,7 @@ fn main() {
             let label = if logs == 1 {
                 case.name.to_string()
             } else {
-                format!("{} ({logs} logs, last)", case.name)
+                format!("{} ({logs} logs, round robin)", case.name)
             };
             if let Some(n) = args.iters {
                 let t = Instant::now();
