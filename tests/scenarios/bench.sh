@@ -63,18 +63,6 @@ sleep 1
 mem_line idle 0
 smaps_lines idle
 
-# alias_leg NAME SECTORS DISK START: /dev/mapper/NAME, a dm-linear device of
-# SECTORS made of PHYS-sector segments that all map DISK from START.
-alias_leg() {
-    awk -v total="$2" -v phys=$PHYS -v disk="$3" -v start="$4" 'BEGIN {
-        for (o = 0; o < total; o += phys) {
-            len = (total - o < phys) ? total - o : phys
-            printf "%.0f %.0f linear %s %.0f\n", o, len, disk, start
-        } }' >/tmp/alias.table
-    run dmsetup create "$1" </tmp/alias.table >/dev/null
-    [ -b "/dev/mapper/$1" ] || run dmsetup mknodes "$1" >/dev/null
-}
-
 # Host storage: the first PHYS sectors after 1 MiB of each leg disk (carved
 # first, so they start at sector 2048); the log devices on the third disk.
 make_legs phys $PHYS

@@ -147,6 +147,19 @@ wait_sync_event() {
     done
 }
 
+# alias_leg NAME SECTORS DISK START: /dev/mapper/NAME, a dm-linear device of
+# SECTORS made of PHYS-sector segments (default 1 GiB) that all map DISK from
+# START: a device as large as wanted over little storage.
+alias_leg() {
+    awk -v total="$2" -v phys="${PHYS:-2097152}" -v disk="$3" -v start="$4" 'BEGIN {
+        for (o = 0; o < total; o += phys) {
+            len = (total - o < phys) ? total - o : phys
+            printf "%.0f %.0f linear %s %.0f\n", o, len, disk, start
+        } }' >/tmp/alias.table
+    run dmsetup create "$1" </tmp/alias.table >/dev/null
+    [ -b "/dev/mapper/$1" ] || run dmsetup mknodes "$1" >/dev/null
+}
+
 # bench_param NAME DEFAULT: a dmulogd.* word of the kernel command line.
 bench_param() {
     for _w in $(cat /proc/cmdline); do

@@ -7,13 +7,15 @@
 # (default udisk,udisk_if); job: dmulogd.probe_job (default randw_qd1),
 # seconds: dmulogd.probe_secs (default 2). A second run per configuration
 # counts the daemon's system calls per request (raw_syscalls events).
-# Boot it by hand with three disks (4 GiB, 4 GiB, 64 MiB), e.g.
+# Mirror size: dmulogd.probe_regions (default 16384; 512 KiB regions, legs
+# aliased on 1 GiB as in bench.sh). Boot it by hand with three disks
+# (2 GiB, 2 GiB, 64 MiB), e.g.
 #   BOOT_MEM=1024M BOOT_APPEND="dmulogd.probe=ucore,udisk" \
 #     initramfs/boot.sh IMAGE bench_probe a.img b.img c.img
 . /scenarios/lib.sh
 . /scenarios/bench_lib.sh
-REGION=256
-N=16384
+REGION=1024
+N=$(bench_param dmulogd.probe_regions 16384)
 CFGS=$(bench_param dmulogd.probe "udisk,udisk_if" | tr , ' ')
 JOB=$(bench_param dmulogd.probe_job randw_qd1)
 SECS=$(bench_param dmulogd.probe_secs 2)
@@ -21,8 +23,10 @@ echo on >/proc/sys/kernel/printk_devkmsg 2>/dev/null
 mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null
 T=/sys/kernel/tracing
 start_daemon
-make_legs p $((N * REGION))
-carve p_log 2048 "$(disk_n 2)"
+make_legs phys 2097152
+alias_leg p_0 $((N * REGION)) "$(disk_n 0)" 2048
+alias_leg p_1 $((N * REGION)) "$(disk_n 1)" 2048
+carve p_log 8192 "$(disk_n 2)"
 zero_dev /dev/mapper/p_log
 ENGINE=$(fio_engine)
 case $JOB in
