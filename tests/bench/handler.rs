@@ -330,7 +330,7 @@ fn main() {
         args.regions, args.time
     );
     println!(
-        "{:<34} {:>14} {:>10} {:>16}",
+        "{:<40} {:>14} {:>10} {:>16}",
         "case", "requests/s", "ns/req", "regions/s"
     );
     let mut machine = Vec::new();
@@ -363,7 +363,7 @@ fn main() {
             }
             let o = measure(&mut b.server, &case, Duration::from_secs_f64(args.time), 5);
             println!(
-                "{:<34} {:>14.0} {:>10.1} {:>16.0}",
+                "{:<40} {:>14.0} {:>10.1} {:>16.0}",
                 label,
                 o.per_second(),
                 o.ns_per_request(),
