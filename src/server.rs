@@ -194,7 +194,9 @@ impl Server {
         }
         let Some(index) = self.registry.find(req.uuid, req.luid) else {
             if kind == RequestType::Dtr {
-                // Already gone: a resent DTR changes nothing.
+                // Already gone (a resent DTR), or never reconnected after a
+                // restart: only a saved state file may be left to delete.
+                self.state.remove(req.uuid, req.luid);
                 return Ok(0);
             }
             log::warn!(
@@ -575,6 +577,9 @@ fn log_no_room(uuid: &Uuid<'_>, no_room: NoRoom) {
     }
 }
 
+/// The kernel's reply buffer for a first CTR.
+const DM_NAME_LEN: usize = 128;
+
 /// The CTR reply of a disk log: the device the kernel must hold, as
 /// "major:minor" (resolvable by the kernel without any path), NUL-terminated.
 fn device_reply(log: &DirtyLog, text: &[u8], out: &mut [u8]) -> usize {
@@ -582,8 +587,9 @@ fn device_reply(log: &DirtyLog, text: &[u8], out: &mut [u8]) -> usize {
         return 0;
     };
     let dev = d.device();
+    // The kernel gives a first CTR DM_NAME_LEN (128) bytes, NUL included.
     let mut w = SliceWriter {
-        buf: &mut out[..frame::MAX_REPLY_DATA - 1],
+        buf: &mut out[..DM_NAME_LEN - 1],
         len: 0,
     };
     let written = if dev.major() == 0 && dev.minor() == 0 {
