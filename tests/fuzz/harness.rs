@@ -859,9 +859,13 @@ impl Run<'_> {
                     );
                 }
             }
-            Dtr if known_before => {
+            Dtr => {
+                // A DTR also deletes the state a previous daemon left for
+                // a log not yet reconnected: the table is gone.
                 self.saved.remove(&key());
-                self.ctr_texts.remove(&key());
+                if known_before {
+                    self.ctr_texts.remove(&key());
+                }
             }
             _ => {}
         }
