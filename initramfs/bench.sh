@@ -130,11 +130,20 @@ else
     } >"$hostinfo"
 
     step "booting the guest (qemu TCG): scenario $scenario (console: $console)"
+    # The host's 1-minute load average every 10 s while the guest runs (the
+    # guest's own qemu counts for about 1 of it).
+    loadlog=$work/load-$mode.txt
+    (while :; do cut -d' ' -f1 /proc/loadavg; sleep 10; done) >"$loadlog" &
+    sampler=$!
     rc=0
     BOOT_MEM=${BOOT_MEM:-1024M} BOOT_TIMEOUT=${BOOT_TIMEOUT:-$deftimeout} BOOT_APPEND="$append" \
         "$here/boot.sh" "$work/bench.cpio.gz" "$scenario" \
         "$disks/vda.img" "$disks/vdb.img" "$disks/vdc.img" >"$console" 2>&1 || rc=$?
+    kill "$sampler" 2>/dev/null || true
     echo "load_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$hostinfo"
+    awk 'NR == 1 || $1 < lo { lo = $1 } $1 > hi { hi = $1 } { s += $1; n++ }
+        END { if (n) printf "load_during=%.2f mean, %.2f-%.2f (1-minute load average every 10 s, %d samples)\n", s / n, lo, hi, n }' \
+        "$loadlog" >>"$hostinfo"
     rm -f "$disks/vda.img" "$disks/vdb.img" "$disks/vdc.img"
     if [ $rc -ne 0 ]; then
         tail -60 "$console" >&2
@@ -212,7 +221,7 @@ END {
     printf "# dm-ulogd benchmark (%s run)\n\n", info["mode"]
     printf "- command: `initramfs/bench.sh%s`\n", (info["mode"] == "smoke") ? " --smoke" : ""
     printf "- date: %s; git %s\n", host["date"], host["git"]
-    printf "- host: %s CPUs (nproc), %s; load average before %s, after %s\n", host["nproc"], host["cpu"], host["load_before"], host["load_after"]
+    printf "- host: %s CPUs (nproc), %s, shared with other users; load average before %s, after %s; during the run: %s\n", host["nproc"], host["cpu"], host["load_before"], host["load_after"], host["load_during"]
     printf "- guest: qemu %s; kernel %s; %s; fio engine %s; %s s per fio run, %s round(s), the order of the logs reversed every other round; figures are medians over the rounds, (min-max) in brackets\n", host["qemu"], info["kernel"], info["fio"], info["engine"], info["runtime_s"], info["rounds"]
     printf "- mirrors: two legs on two virtio disks (cache=unsafe, images in %s), log devices on a third; region size %d KiB; every leg is a dm-linear device whose 1 GiB segments all map the same 1 GiB of its disk; all fio mirrors created `nosync`\n", host["disks"], info["region_sectors"] / 2
     printf "- ratios: dm-ulogd core / kernel core; dm-ulogd disk and disk+integrated_flush / kernel disk (IOPS, MiB/s; resync: time / kernel core time)\n"

@@ -25,9 +25,10 @@
 # Output: "BENCH ..." lines (bench_lib.sh), one per measurement.
 # Kernel command line (initramfs/bench.sh sets them through BOOT_APPEND):
 #   dmulogd.bench=full|smoke  dmulogd.bench_runtime=SECONDS  dmulogd.bench_rounds=N
-# Rounds alternate the order of the configurations (ABCDE, EDCBA, ...) so a
-# drift in the host's load weighs on all of them alike; the host reports the
-# median over rounds.
+# Each job runs in ROUNDS rounds over the five logs, back to back, the order
+# reversed every other round (ABCDE, EDCBA, ...), so that a drift in the
+# host's load weighs on all of them alike; the host reports the median over
+# rounds.
 . /scenarios/lib.sh
 . /scenarios/bench_lib.sh
 
@@ -95,48 +96,50 @@ if [ "$MODE" = full ]; then
     done
 fi
 
-# measure SIZE REGIONS LEGS LOGDEV CONFIG ROUND
+# measure SIZE REGIONS LEGS LOGDEV CONFIG JOB ROUND: one fio run on a fresh
+# mirror. Each mirror is made for one run, so that the runs compared with
+# each other (the five logs on one job) follow each other within a minute.
 measure() {
-    _size=$1 _n=$2 _legs=$3 _logdev=$4 _cfg=$5 _round=$6
+    _size=$1 _n=$2 _legs=$3 _logdev=$4 _cfg=$5 _job=$6 _round=$7
     _sectors=$((_n * REGION))
     log_args "$_cfg" "$_logdev" $REGION nosync
     # shellcheck disable=SC2086
     bench_create m$_legs $_sectors $_legs $LOGARGS
+    _r0=0 _r1=0 _c0=0 _c1=0
     if is_userspace "$_cfg"; then
-        mem_line $_cfg $_n
+        [ "$_job" = randw_qd1 ] && [ "$_round" = 1 ] && mem_line $_cfg $_n
+        _r0=$(daemon_requests)
+        _c0=$(cpu_ns "$DPID")
     fi
-    for _job in $JOBS; do
-        _r0=0 _r1=0 _c0=0 _c1=0
-        if is_userspace "$_cfg"; then
-            _r0=$(daemon_requests)
-            _c0=$(cpu_ns "$DPID")
-        fi
-        _t0=$(now_ms)
-        # shellcheck disable=SC2046
-        set -- $(fio_terse /dev/mapper/m$_legs "$RUNTIME" $(job_args $_job))
-        _t1=$(now_ms)
-        if is_userspace "$_cfg"; then
-            _c1=$(cpu_ns "$DPID")
-            _r1=$(daemon_requests)
-        fi
-        bench_line fio size=$_size regions=$_n log=$_cfg job=$_job round=$_round \
-            iops=$1 kib_s=$2 p99_us=$3 kib=$4 wall_ms=$((_t1 - _t0)) \
-            dreq=$((_r1 - _r0)) dcpu_ns=$((_c1 - _c0))
-    done
+    _t0=$(now_ms)
+    # shellcheck disable=SC2046
+    set -- $(fio_terse /dev/mapper/m$_legs "$RUNTIME" $(job_args $_job))
+    _t1=$(now_ms)
+    if is_userspace "$_cfg"; then
+        _c1=$(cpu_ns "$DPID")
+        _r1=$(daemon_requests)
+    fi
+    bench_line fio size=$_size regions=$_n log=$_cfg job=$_job round=$_round \
+        iops=$1 kib_s=$2 p99_us=$3 kib=$4 wall_ms=$((_t1 - _t0)) \
+        dreq=$((_r1 - _r0)) dcpu_ns=$((_c1 - _c0))
     remove_dev m$_legs
 }
 
+# For each mirror size and job: ROUNDS rounds over the five logs, the order
+# reversed every other round.
 for spec in "small $SMALL bs" "large $LARGE bl"; do
     set -- $spec
     size=$1 n=$2 legs=$3
-    r=1
-    while [ $r -le "$ROUNDS" ]; do
-        if [ $((r % 2)) -eq 1 ]; then order=$CONFIGS; else order=$REVERSED; fi
-        for cfg in $order; do
-            log "round $r: $size mirror, $cfg"
-            measure $size $n $legs /dev/mapper/${legs}_log $cfg $r
+    for job in $JOBS; do
+        r=1
+        while [ $r -le "$ROUNDS" ]; do
+            if [ $((r % 2)) -eq 1 ]; then order=$CONFIGS; else order=$REVERSED; fi
+            for cfg in $order; do
+                log "$size mirror, $job, round $r: $cfg"
+                measure $size $n $legs /dev/mapper/${legs}_log $cfg $job $r
+            done
+            r=$((r + 1))
         done
-        r=$((r + 1))
     done
 done
 
