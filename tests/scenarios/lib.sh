@@ -197,6 +197,60 @@ stop_daemon() {
     return 0
 }
 
+# kill_daemon: SIGKILL dm-ulogd and wait (10 s) until nothing listens on the
+# connector group any more. The pid file stays (its lock died with the daemon).
+kill_daemon() {
+    _p=$(daemon_pid)
+    [ -n "$_p" ] || fail "kill_daemon: no pid file $DMULOGD_PIDFILE"
+    kill -9 "$_p" 2>/dev/null || fail "kill_daemon: dm-ulogd (pid $_p) is not running"
+    _deadline=$(( $(now_ds) + 100 ))
+    while daemon_listening; do
+        [ "$(now_ds)" -lt "$_deadline" ] || fail "kill_daemon: something still listens 10 s after kill -9 $_p"
+        sleep 0.05
+    done
+    log "dm-ulogd (pid $_p) killed with SIGKILL"
+}
+
+# The daemon's state directory (--state-dir; scenarios use the default).
+DMULOGD_STATE_DIR=${DMULOGD_STATE_DIR:-/run/dm-ulogd}
+
+# state_files: how many log state files the state directory holds.
+state_files() {
+    _n=0
+    for _sf in "$DMULOGD_STATE_DIR"/log-*; do
+        [ -e "$_sf" ] && _n=$((_n + 1))
+    done
+    echo $_n
+}
+
+# ---------------------------------------------------------------- kernel log
+
+# kmsg_count ERE: how many kernel log lines match ERE.
+kmsg_count() { dmesg | grep -cE "$1"; }
+
+# daemon_lines: dm-ulogd's lines in the kernel log (--daemon logs there),
+# with their raw priority: "<11>" error, "<12>" warning, "<14>" info (facility user).
+daemon_lines() { dmesg -r | grep -E '^<[0-9]+>\[ *[0-9.]+\] dm-ulogd\['; }
+
+# daemon_errors: dm-ulogd's error lines in the kernel log.
+daemon_errors() { daemon_lines | grep '^<11>'; }
+
+# reconnect_trouble: the first kernel line saying a request retried after a
+# reconnect had no room for its answer (dm-log-userspace zeroes the reply
+# buffer size of a request answered -ESRCH, then sends it again), if any.
+reconnect_trouble() { dmesg | grep -m1 'Insufficient space to receive package'; }
+
+# wait_kmsg ERE COUNT SECONDS: until at least COUNT kernel log lines match
+# ERE; returns 1 on timeout.
+wait_kmsg() {
+    _deadline=$(( $(now_ds) + $3 * 10 ))
+    while [ "$(kmsg_count "$1")" -lt "$2" ]; do
+        [ "$(now_ds)" -lt "$_deadline" ] || return 1
+        sleep 0.1
+    done
+    return 0
+}
+
 # ---------------------------------------------------------------- disks
 
 # The disks the host gave us, in order.
@@ -350,6 +404,46 @@ wait_in_sync() {
     done
 }
 
+# sample_sync FILE NAME...: in the background, about every 0.3 s, append one
+# line "DS NAME X/Y" per mirror to FILE (DS: tenths of a second since boot when
+# the status came back; X/Y empty when it failed), until stop_sampling FILE.
+# A status asked while dm-ulogd is down waits in the kernel until the log is
+# reconnected.
+sample_sync() {
+    _f=$1
+    shift
+    rm -f "$_f.stop"
+    (
+        while [ ! -f "$_f.stop" ]; do
+            for _m in "$@"; do
+                # Stamped when the answer came.
+                _r=$(sync_ratio "$_m")
+                echo "$(now_ds) $_m $_r"
+            done
+            sleep 0.3
+        done >>"$_f"
+    ) &
+    echo $! >"$_f.pid"
+}
+
+# stop_sampling FILE: stop sample_sync FILE and wait for it.
+stop_sampling() {
+    touch "$1.stop"
+    wait "$(cat "$1.pid")" 2>/dev/null
+    rm -f "$1.pid"
+}
+
+# min_sample FILE NAME [FROM_DS [TO_DS]]: the lowest in-sync count sampled for
+# NAME at or after FROM_DS (and before TO_DS); empty when there is no sample.
+# A failed status (no X/Y) counts as -1.
+min_sample() {
+    awk -v n="$2" -v from="${3:-0}" -v to="${4:-999999999}" '
+        $2 == n && $1 >= from && $1 < to {
+            v = ($3 == "") ? -1 : $3 + 0    # "X/Y" + 0 is X
+            if (!seen || v < m) { m = v; seen = 1 } }
+        END { if (seen) print m }' "$1"
+}
+
 # ---------------------------------------------------------------- data
 
 # write_random DEV MB [OFFSET_MB]: MB MiB of random data with direct I/O
@@ -380,11 +474,37 @@ fio_load() {
         --randrepeat=0 --refill_buffers --output=/dev/null "$@" >/dev/null
 }
 
-# compare_legs A B: byte-for-byte comparison of two devices (paths or names under
-# /dev/mapper), by md5sum (busybox cmp is twice as slow under TCG); cmp locates
-# the first difference when they differ. Buffer caches are dropped first so the
-# legs are read from the disks.
-compare_legs() {
+# verify_load NAME AREA_MB: write load with verification on /dev/mapper/NAME
+# until /tmp/load.stop exists: fio jobs one after the other, each writing
+# 2 MiB of 4 KiB random blocks (queue depth 8, direct I/O) somewhere in the
+# first AREA_MB MiB, then reading every block back and checking its crc32c
+# and offset, so a lost or misplaced write fails the job. A failed job is
+# appended to /tmp/load.fail; the number of verified jobs goes to
+# /tmp/load.NAME.jobs. Run it in the background; remove /tmp/load.stop and
+# /tmp/load.fail first.
+verify_load() {
+    _i=0
+    _slots=$(( $2 / 2 ))
+    while [ ! -f /tmp/load.stop ]; do
+        if ! fio --name="$1-$_i" --filename="/dev/mapper/$1" --rw=randwrite --bs=4k \
+            --direct=1 --ioengine=libaio --iodepth=8 --size=2M --offset=$(( (_i % _slots) * 2 ))M \
+            --verify=crc32c --do_verify=1 --verify_fatal=1 --randrepeat=0 \
+            --output="/tmp/fio.$1" >/dev/null 2>&1; then
+            echo "$1: fio job $_i failed" >>/tmp/load.fail
+            cat "/tmp/fio.$1" >"$_CONSOLE"
+            break
+        fi
+        _i=$((_i + 1))
+    done
+    echo "$_i" >"/tmp/load.$1.jobs"
+}
+
+# legs_differ A B: when devices A and B (paths or names under /dev/mapper)
+# differ, print where ("byte N (MiB M)") and return 0; return 1 when they are
+# identical. md5sum first (busybox cmp is twice as slow under TCG), cmp only to
+# locate a difference. Buffer caches are dropped first so the legs are read
+# from the disks.
+legs_differ() {
     _a=$1
     _b=$2
     case $_a in /*) ;; *) _a=/dev/mapper/$_a ;; esac
@@ -393,10 +513,21 @@ compare_legs() {
     blockdev --flushbufs "$_b"
     _ma=$(md5sum <"$_a" | cut -d' ' -f1)
     _mb=$(md5sum <"$_b" | cut -d' ' -f1)
-    if [ -z "$_ma" ] || [ "$_ma" != "$_mb" ]; then
-        fail "legs differ: $(cmp "$_a" "$_b" 2>&1 | head -1)"
+    if [ -n "$_ma" ] && [ "$_ma" = "$_mb" ]; then
+        _LEGS_MD5=$_ma
+        return 1
     fi
-    log "legs $_a and $_b are identical ($_ma)"
+    _at=$(cmp "$_a" "$_b" 2>&1 | head -1 | awk '{ sub(",", "", $5); print $5 - 1 }')
+    echo "byte $_at (MiB $((_at / 1048576)))"
+    return 0
+}
+
+# compare_legs A B: fail unless the two devices are identical (legs_differ).
+compare_legs() {
+    if legs_differ "$1" "$2" >/tmp/legs.where; then
+        fail "legs $1 and $2 differ at $(cat /tmp/legs.where)"
+    fi
+    log "legs $1 and $2 are identical ($_LEGS_MD5)"
 }
 
 # compare_mirror NAME: compare_legs NAME_0 NAME_1

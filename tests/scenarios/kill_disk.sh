@@ -1,0 +1,6 @@
+#!/bin/sh
+# shellcheck disable=SC2034 # LOGTYPE is read by the sourced body
+# dm-ulogd killed with SIGKILL under write load, disk logs; see _kill.sh.
+. /scenarios/lib.sh
+LOGTYPE=disk
+. /scenarios/_kill.sh
