@@ -60,6 +60,63 @@ bench_line info mode=$MODE kernel=$(uname -r) fio=$(fio --version) engine=$ENGIN
 
 start_daemon
 DPID=$(daemon_pid)
+
+# The null responder (tests/bench/responder.rs), when initramfs/bench.sh
+# embedded it in /scenarios/bench_null_responder.sh after a 3-line header:
+# configuration `null`, the floor of the kernel's round trips.
+NULLR=""
+if [ -f /scenarios/bench_null_responder.sh ]; then
+    tail -n +4 /scenarios/bench_null_responder.sh >/tmp/null_responder &&
+        chmod 755 /tmp/null_responder && NULLR=/tmp/null_responder
+fi
+if [ -n "$NULLR" ]; then
+    CONFIGS="kcore null ucore kdisk udisk udisk_if"
+    REVERSED="udisk_if udisk kdisk ucore null kcore"
+fi
+SERVER=dmulogd
+NULL_PID=""
+
+# use_server dmulogd|null: make that program the one listening on the
+# connector (no mirror may exist when it changes).
+use_server() {
+    [ "$SERVER" = "$1" ] && return 0
+    if [ "$1" = null ]; then
+        stop_daemon
+        "$NULLR" --serve 2>>/tmp/null_responder.log &
+        NULL_PID=$!
+        wait_listening 10 || fail "the null responder is not listening"
+    else
+        kill "$NULL_PID"
+        wait "$NULL_PID" 2>/dev/null
+        _n=0
+        while daemon_listening; do
+            _n=$((_n + 1))
+            [ $_n -lt 100 ] || fail "the null responder still listens"
+            sleep 0.1
+        done
+        start_daemon
+        DPID=$(daemon_pid)
+    fi
+    SERVER=$1
+}
+
+# null_requests: the null responder's request count (SIGUSR1 prints it).
+null_requests() {
+    _before=$(grep -c requests /tmp/null_responder.log 2>/dev/null)
+    kill -USR1 "$NULL_PID" || fail "cannot signal the null responder"
+    _n=0
+    while [ "$(grep -c requests /tmp/null_responder.log)" -le "${_before:-0}" ]; do
+        _n=$((_n + 1))
+        [ $_n -lt 100 ] || fail "the null responder printed no count within 10 s"
+        sleep 0.1
+    done
+    tail -1 /tmp/null_responder.log | awk '{ print $2 }'
+}
+
+# server_requests / server_cpu: the listening program's request count and
+# CPU time (ns).
+server_requests() { if [ "$SERVER" = null ]; then null_requests; else daemon_requests; fi; }
+server_cpu() { if [ "$SERVER" = null ]; then cpu_ns "$NULL_PID"; else cpu_ns "$DPID"; fi; }
 sleep 1
 mem_line idle 0
 smaps_lines idle
@@ -102,22 +159,26 @@ fi
 measure() {
     _size=$1 _n=$2 _legs=$3 _logdev=$4 _cfg=$5 _job=$6 _round=$7
     _sectors=$((_n * REGION))
+    case $_cfg in
+        null) use_server null ;;
+        u*) use_server dmulogd ;;
+    esac
     log_args "$_cfg" "$_logdev" $REGION nosync
     # shellcheck disable=SC2086
     bench_create m$_legs $_sectors $_legs $LOGARGS
     _r0=0 _r1=0 _c0=0 _c1=0
     if is_userspace "$_cfg"; then
-        [ "$_job" = randw_qd1 ] && [ "$_round" = 1 ] && mem_line $_cfg $_n
-        _r0=$(daemon_requests)
-        _c0=$(cpu_ns "$DPID")
+        [ "$_job" = randw_qd1 ] && [ "$_round" = 1 ] && [ "$_cfg" != null ] && mem_line $_cfg $_n
+        _r0=$(server_requests)
+        _c0=$(server_cpu)
     fi
     _t0=$(now_ms)
     # shellcheck disable=SC2046
     set -- $(fio_terse /dev/mapper/m$_legs "$RUNTIME" $(job_args $_job))
     _t1=$(now_ms)
     if is_userspace "$_cfg"; then
-        _c1=$(cpu_ns "$DPID")
-        _r1=$(daemon_requests)
+        _c1=$(server_cpu)
+        _r1=$(server_requests)
     fi
     bench_line fio size=$_size regions=$_n log=$_cfg job=$_job round=$_round \
         iops=$1 kib_s=$2 p99_us=$3 kib=$4 wall_ms=$((_t1 - _t0)) \
@@ -166,6 +227,7 @@ resync() {
         dreq=$((_r1 - _r0)) dcpu_ns=$((_c1 - _c0))
 }
 
+use_server dmulogd
 r=1
 while [ $r -le "$ROUNDS" ]; do
     if [ $((r % 2)) -eq 1 ]; then order="kcore ucore"; else order="ucore kcore"; fi

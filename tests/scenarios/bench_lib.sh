@@ -114,6 +114,7 @@ bench_create() {
 #   kcore     the kernel's core log          kdisk     the kernel's disk log
 #   ucore     dm-ulogd core                  udisk     dm-ulogd disk
 #   udisk_if  dm-ulogd disk with integrated_flush
+#   null      a userspace core log served by the null responder
 # Each userspace log gets a fresh uuid. (Sets a variable rather than printing:
 # a command substitution would lose the uuid counter.)
 _uuid_n=0
@@ -123,14 +124,14 @@ log_args() {
     case $1 in
         kcore) LOGARGS="core $3 $4" ;;
         kdisk) LOGARGS="disk $2 $3 $4" ;;
-        ucore) LOGARGS="userspace $_u core $3 $4" ;;
+        ucore|null) LOGARGS="userspace $_u core $3 $4" ;;
         udisk) LOGARGS="userspace $_u disk $2 $3 $4" ;;
         udisk_if) LOGARGS="userspace $_u integrated_flush disk $2 $3 $4" ;;
         *) fail "unknown benchmark configuration $1" ;;
     esac
 }
 
-is_userspace() { case $1 in u*) return 0 ;; *) return 1 ;; esac; }
+is_userspace() { case $1 in u*|null) return 0 ;; *) return 1 ;; esac; }
 
 # wait_sync_event NAME TIMEOUT_S: until the mirror reports every region in
 # sync. Sleeps in `dmsetup wait` (dm-raid1 raises a table event when the
