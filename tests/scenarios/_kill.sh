@@ -57,24 +57,25 @@ for m in m0 m1; do
         zero_dev /dev/mapper/${m}_log
     fi
 done
-# m2: 8 MiB, nosync; leg 1 delays writes by 4 s (dm-delay), to hold a write in
-# flight across a kill.
+# m2: 8 MiB; its leg 1 is a dm-delay device, made to delay writes by 4 s
+# later, to hold a write in flight across a kill.
 carve m2_0 16384 "$(disk_n 0)"
 carve m2_1raw 16384 "$(disk_n 1)"
-run dmsetup create m2_1 --table "0 16384 delay /dev/mapper/m2_1raw 0 0 /dev/mapper/m2_1raw 0 4000" >/dev/null
+run dmsetup create m2_1 --table "0 16384 delay /dev/mapper/m2_1raw 0 0" >/dev/null
 [ -b /dev/mapper/m2_1 ] || run dmsetup mknodes m2_1 >/dev/null
 if [ "$LOGTYPE" = disk ]; then
     make_log m2_log 2048
     zero_dev /dev/mapper/m2_log
 fi
 # shellcheck disable=SC2046
-create_mirror m2 16384 userspace dmulogd-kill-$LOGTYPE-m2 $(log_args m2) nosync
+create_mirror m2 16384 userspace dmulogd-kill-$LOGTYPE-m2 $(log_args m2)
 # shellcheck disable=SC2046
 create_mirror m0 $SECTORS userspace dmulogd-kill-$LOGTYPE-m0 $(log_args m0)
 # shellcheck disable=SC2046
 create_mirror m1 $SECTORS userspace dmulogd-kill-$LOGTYPE-m1 integrated_flush $(log_args m1)
 wait_in_sync m0 90
 wait_in_sync m1 90
+wait_in_sync m2 90
 log "both in sync: $(sync_ratio m0) $(sync_ratio m1)"
 
 run dd if=/dev/urandom of=/tmp/pattern bs=1M count=4 >/dev/null
@@ -178,6 +179,9 @@ done
 # RESUME while it is live and the write's region is marked: every region must
 # stay in sync.
 [ "$(in_sync_count m2)" = 16 ] || fail "m2: $(sync_ratio m2) before the in-flight kill"
+run dmsetup suspend m2_1
+run dmsetup load m2_1 --table "0 16384 delay /dev/mapper/m2_1raw 0 0 /dev/mapper/m2_1raw 0 4000"
+run dmsetup resume m2_1
 dd if=/dev/urandom of=/dev/mapper/m2 bs=4k count=1 seek=$((5 * 128)) oflag=direct 2>/dev/null &
 w=$!
 sleep 1
