@@ -1,7 +1,5 @@
 //! dm-ulogd's entry point: arguments, start-up, then the event loop.
 
-use std::fs::OpenOptions;
-
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
@@ -43,9 +41,9 @@ fn run(opts: Options) -> ExitCode {
             Ok(r) => ready = Some(r),
             Err(f) => return report(f, None),
         }
-        let target = match OpenOptions::new().write(true).open("/dev/kmsg") {
-            Ok(kmsg) => LogTarget::Kmsg(kmsg),
-            Err(_) => LogTarget::Stderr,
+        let target = match startup::KmsgWriter::open() {
+            Some(kmsg) => LogTarget::Kmsg(kmsg),
+            None => LogTarget::Stderr,
         };
         startup::init_logger(opts.verbosity, target);
     } else {

@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg, OFlag};
 use nix::sys::mman::{MlockAllFlags, mlockall};
@@ -46,7 +47,82 @@ impl Fatal {
 pub enum LogTarget {
     Stderr,
     /// The kernel log, beside device-mapper's own messages.
-    Kmsg(File),
+    Kmsg(KmsgWriter),
+}
+
+/// How many lines the kernel takes from one open /dev/kmsg per interval
+/// before it silently drops the rest (printk's default ratelimit: a burst
+/// of 10 per 5 s, unless printk.devkmsg=on).
+const KMSG_BURST: u32 = 10;
+/// The kernel's 5 s interval, with a margin: the kernel's window opens at the
+/// first line written, by its own clock.
+const KMSG_INTERVAL: Duration = Duration::from_secs(6);
+
+/// Writes log lines to /dev/kmsg. The kernel rate-limits each open file, so
+/// before a line would exceed the burst the writer opens /dev/kmsg afresh
+/// (through a descriptor of /dev taken at start-up, which stays valid after
+/// switch_root): no line is dropped, and nothing system-wide is changed.
+pub struct KmsgWriter {
+    dev: OwnedFd,
+    file: File,
+    /// Lines written to `file` since `window_start`, the first of them.
+    lines: u32,
+    window_start: Option<Instant>,
+}
+
+impl KmsgWriter {
+    pub fn open() -> Option<Self> {
+        let dev = nix::fcntl::open(
+            "/dev",
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        let file = Self::open_kmsg(&dev)?;
+        Some(KmsgWriter {
+            dev,
+            file,
+            lines: 0,
+            window_start: None,
+        })
+    }
+
+    fn open_kmsg(dev: &OwnedFd) -> Option<File> {
+        nix::fcntl::openat(
+            dev,
+            "kmsg",
+            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()
+        .map(File::from)
+    }
+}
+
+impl Write for KmsgWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self
+            .window_start
+            .is_some_and(|t| t.elapsed() >= KMSG_INTERVAL)
+        {
+            self.window_start = None;
+        } else if self.lines >= KMSG_BURST
+            && let Some(fresh) = Self::open_kmsg(&self.dev)
+        {
+            self.file = fresh;
+            self.window_start = None;
+        }
+        if self.window_start.is_none() {
+            self.window_start = Some(Instant::now());
+            self.lines = 0;
+        }
+        self.lines += 1;
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Sets up env_logger: `verbosity` 0 = info, 1 = debug, 2+ = trace; RUST_LOG
