@@ -133,6 +133,18 @@ impl Server {
         let result = self.dispatch(&req, &mut out[REPLY_DATA_OFFSET..]);
         let (error, len) = match result {
             Ok(len) => (0, len),
+            Err(Errno::ESRCH) => {
+                self.counters.error_replies += 1;
+                // The kernel sets its reply-buffer size to the data_size of
+                // any reply, errors included, and its reconnect path then
+                // resends the request with that size: an -ESRCH with no
+                // data would make the resend fail with -ENOSPC. So the
+                // -ESRCH carries (zeroed) data the size of the buffer the
+                // kernel gave, which leaves that size as it was.
+                let len = esrch_reply_len(req.request_type_field);
+                out[REPLY_DATA_OFFSET..REPLY_DATA_OFFSET + len].fill(0);
+                (-(Errno::ESRCH as i32), len)
+            }
             Err(e) => {
                 self.counters.error_replies += 1;
                 (-(e as i32), 0)
@@ -574,6 +586,24 @@ fn log_no_room(uuid: &Uuid<'_>, no_room: NoRoom) {
             "log {uuid}: refused with -ENOMEM: its bitmaps need {needed} bytes, {used} of \
              {budget} are in use; raise --memory-budget"
         ),
+    }
+}
+
+/// How much zeroed data an -ESRCH reply carries: the reply buffer the kernel
+/// gives the request (PROTOCOL.md section 3). A status request gets what is
+/// left of the status line, at least this much in practice (libdm's buffers
+/// are kilobytes).
+pub fn esrch_reply_len(request_type_field: u32) -> usize {
+    match RequestType::from_field(request_type_field) {
+        Some(
+            RequestType::GetRegionSize
+            | RequestType::IsClean
+            | RequestType::InSync
+            | RequestType::GetSyncCount,
+        ) => 8,
+        Some(RequestType::GetResyncWork | RequestType::IsRemoteRecovering) => 16,
+        Some(RequestType::StatusInfo | RequestType::StatusTable) => 48,
+        _ => 0,
     }
 }
 

@@ -820,7 +820,18 @@ impl Run<'_> {
         );
         if error != 0 {
             assert!(error < 0, "error {error} must be a negative errno");
-            assert!(data.is_empty(), "an error reply carries data");
+            if error == -libc::ESRCH {
+                // -ESRCH fills the kernel's buffer with zeros so the
+                // reconnect path's resend keeps its reply room.
+                assert_eq!(
+                    data.len(),
+                    dm_ulogd::server::esrch_reply_len(req.request_type_field),
+                    "-ESRCH must keep the kernel's reply room"
+                );
+                assert!(data.iter().all(|&b| b == 0), "-ESRCH data must be zero");
+            } else {
+                assert!(data.is_empty(), "an error reply carries data");
+            }
         }
         let Some(kind) = kind else {
             assert_eq!(error, -libc::EINVAL, "unknown type");
