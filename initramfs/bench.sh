@@ -1,12 +1,15 @@
 #!/bin/sh
-# bench.sh [--smoke] [--out FILE] [--binary PATH] [--no-micro] [--report CONSOLE]
+# bench.sh [--smoke] [--out FILE] [--binary PATH] [--responder PATH] [--no-micro]
+#          [--report CONSOLE]
 #
 # The dm-ulogd benchmark, in one command. Like demo.sh it sets the host up,
 # builds the release binary, fetches Debian's cloud kernel and builds the test
 # initramfs, then boots qemu (TCG) ONCE on the `bench` scenario
 # (tests/scenarios/bench.sh). In that single guest run, for the same mirror
 # geometry, it measures side by side the kernel's `core` and `disk` logs,
-# dm-ulogd core, dm-ulogd disk and dm-ulogd disk with integrated_flush:
+# dm-ulogd core, dm-ulogd disk and dm-ulogd disk with integrated_flush, and a
+# do-nothing responder (tests/bench/responder.rs, `null`: the floor the
+# kernel's round trips impose on any userspace log):
 #   - fio 4 KiB random direct writes at queue depth 1 and 16 (IOPS, p99
 #     completion latency) and 1 MiB sequential direct writes (MiB/s), on a
 #     small mirror (16,384 regions) and a large one (16,777,216 regions on
@@ -27,6 +30,9 @@
 #   --out FILE       where the table goes (default: WORK/bench-full.md or
 #                    WORK/bench-smoke.md); the raw lines go next to it (.raw)
 #   --binary PATH    use this dm-ulogd binary, do not run cargo build
+#   --responder PATH the null responder to embed (default: built with
+#                    `cargo build --release --example null_responder` unless
+#                    --binary is given; without one there is no `null` row)
 #   --no-micro       skip the micro benchmark
 #   --report CONSOLE only format the table from a saved console log
 # Environment: SKIP_SETUP=1 skips setup-host.sh; DMULOGD_BENCH_DIR is the work
@@ -46,6 +52,7 @@ work=${DMULOGD_BENCH_DIR:-$here/cache/bench}
 mode=full
 out=""
 bin=""
+responder=""
 report=""
 micro=1
 while [ $# -gt 0 ]; do
@@ -53,6 +60,7 @@ while [ $# -gt 0 ]; do
         --smoke) mode=smoke ;;
         --out) out=$2; shift ;;
         --binary) bin=$2; shift ;;
+        --responder) responder=$2; shift ;;
         --no-micro) micro=0 ;;
         --report) report=$2; shift ;;
         -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
@@ -80,16 +88,29 @@ else
         "$here/setup-host.sh" >&2
     fi
     if [ -z "$bin" ]; then
-        step "cargo build --release"
-        (cd "$repo" && cargo build --release >&2)
+        step "cargo build --release (dm-ulogd and the null responder)"
+        (cd "$repo" && cargo build --release >&2 && cargo build --release --example null_responder >&2)
         bin=$repo/target/x86_64-unknown-linux-musl/release/dm-ulogd
+        [ -n "$responder" ] || responder=$repo/target/x86_64-unknown-linux-musl/release/examples/null_responder
     fi
     [ -x "$bin" ] || { echo "bench.sh: no binary at $bin" >&2; exit 1; }
+    [ -z "$responder" ] || [ -x "$responder" ] || { echo "bench.sh: no null responder at $responder" >&2; exit 1; }
 
     step "kernel (fetch-kernel.sh)"
     "$here/fetch-kernel.sh" >&2
     step "initramfs (build-image.sh)"
-    "$here/build-image.sh" "$work/bench.cpio.gz" "$bin" >&2
+    # The scenarios, plus the null responder wrapped in a .sh file (a 3-line
+    # header the guest strips), since the image takes scenario files only.
+    scen=$(mktemp -d "${TMPDIR:-/tmp}/dmulogd-bench-scenarios.XXXXXX")
+    cp "$repo"/tests/scenarios/*.sh "$scen/"
+    if [ -n "$responder" ]; then
+        {
+            printf '#!/bin/sh\n# Not a scenario: the null responder (tests/bench/responder.rs) follows; bench.sh extracts it.\nexit 0\n'
+            cat "$responder"
+        } >"$scen/bench_null_responder.sh"
+    fi
+    DMULOGD_SCENARIOS=$scen "$here/build-image.sh" "$work/bench.cpio.gz" "$bin" >&2
+    rm -rf "$scen"
 
     # The disk images live in tmpfs when there is room (/dev/shm), so that
     # neither the host's disk nor other users' write-back can stall the
@@ -183,13 +204,14 @@ function lo(k,    i, m) { m = val[k, 1]; for (i = 2; i <= nv[k]; i++) if (val[k,
 function hi(k,    i, m) { m = val[k, 1]; for (i = 2; i <= nv[k]; i++) if (val[k, i] > m) m = val[k, i]; return m }
 function spread(k, fmt) { return (nv[k] > 1) ? sprintf(" (" fmt "-" fmt ")", lo(k), hi(k)) : "" }
 function ratio(a, b) { return (b > 0) ? sprintf("%.2fx", a / b) : "-" }
-function ref(cfg) { return (cfg == "ucore" || cfg == "kcore") ? "kcore" : "kdisk" }
+function ref(cfg) { return (cfg == "ucore" || cfg == "kcore" || cfg == "null") ? "kcore" : "kdisk" }
 BEGIN {
     while ((getline l < hostinfo) > 0) { p = index(l, "="); host[substr(l, 1, p - 1)] = substr(l, p + 1) }
     name["kcore"] = "kernel core"; name["kdisk"] = "kernel disk"
     name["ucore"] = "dm-ulogd core"; name["udisk"] = "dm-ulogd disk"
     name["udisk_if"] = "dm-ulogd disk + integrated_flush"
-    ncfg = split("kcore ucore kdisk udisk udisk_if", cfgs, " ")
+    name["null"] = "null responder (floor)"
+    ncfg = split("kcore null ucore kdisk udisk udisk_if", cfgs, " ")
     njob = split("randw_qd1 randw_qd16 seqw", jobs, " ")
 }
 $1 == "BENCH" && $2 == "info" { for (i = 3; i <= NF; i++) { p = index($i, "="); info[substr($i, 1, p - 1)] = substr($i, p + 1) } }
@@ -224,7 +246,7 @@ END {
     printf "- host: %s CPUs (nproc), %s, shared with other users; load average before %s, after %s; during the run: %s\n", host["nproc"], host["cpu"], host["load_before"], host["load_after"], host["load_during"]
     printf "- guest: qemu %s; kernel %s; %s; fio engine %s; %s s per fio run, %s round(s), the order of the logs reversed every other round; figures are medians over the rounds, (min-max) in brackets\n", host["qemu"], info["kernel"], info["fio"], info["engine"], info["runtime_s"], info["rounds"]
     printf "- mirrors: two legs on two virtio disks (cache=unsafe, images in %s), log devices on a third; region size %d KiB; every leg is a dm-linear device whose 1 GiB segments all map the same 1 GiB of its disk; all fio mirrors created `nosync`\n", host["disks"], info["region_sectors"] / 2
-    printf "- ratios: dm-ulogd core / kernel core; dm-ulogd disk and disk+integrated_flush / kernel disk (IOPS, MiB/s; resync: time / kernel core time)\n"
+    printf "- ratios: dm-ulogd core and the null responder / kernel core; dm-ulogd disk and disk+integrated_flush / kernel disk (IOPS, MiB/s; resync: time / kernel core time). The null responder (when present) answers every request at once with no work (blocking recvfrom + sendto): the floor of the kernel round trips\n"
     printf "- daemon CPU: /proc/PID/schedstat run time (user+system) over the fio runs / requests answered in them (SIGUSR1 summary); req/IO: requests per fio write\n\n"
     for (s = 1; s <= 2; s++) {
         size = (s == 1) ? "small" : "large"
@@ -234,6 +256,7 @@ END {
         printf "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
         for (c = 1; c <= ncfg; c++) {
             cfg = cfgs[c]; line = "| " name[cfg]; cpu = ""; rpi = ""
+            if (!((size SUBSEP cfg SUBSEP "randw_qd1") in seen)) continue
             for (j = 1; j <= njob; j++) {
                 k = size SUBSEP cfg SUBSEP jobs[j]; kr = size SUBSEP ref(cfg) SUBSEP jobs[j]
                 m = (jobs[j] == "seqw") ? "mibs" : "iops"
@@ -298,6 +321,12 @@ END {
         printf "| %s: dm-ulogd core >= 0.45x kernel core IOPS, qd1 | %.2fx | %s |\n", size, q1, (q1 >= 0.45) ? "met" : "MISSED"
         printf "| %s: dm-ulogd core >= 0.65x kernel core IOPS, qd16 | %.2fx | %s |\n", size, q16, (q16 >= 0.65) ? "met" : "MISSED"
         printf "| %s: dm-ulogd core >= 0.95x kernel core sequential | %.2fx | %s |\n", size, sq, (sq >= 0.95) ? "met" : "MISSED"
+        if ((size SUBSEP "null" SUBSEP "randw_qd1") in seen) for (j = 1; j <= njob; j++) {
+            m = (jobs[j] == "seqw") ? "mibs" : "iops"
+            x = med(size SUBSEP "ucore" SUBSEP jobs[j] SUBSEP m) / med(size SUBSEP "null" SUBSEP jobs[j] SUBSEP m)
+            y = med(size SUBSEP "null" SUBSEP jobs[j] SUBSEP m) / med(size SUBSEP "kcore" SUBSEP jobs[j] SUBSEP m)
+            printf "| %s, %s: (context) null responder / kernel core = %.2fx; dm-ulogd core / null responder = %.2fx | | info |\n", size, jobs[j], y, x
+        }
         want = (size == "large") ? 1.25 : 1.0
         for (j = 1; j <= 2; j++) for (d = 0; d <= 1; d++) {
             cfg = d ? "udisk_if" : "udisk"
