@@ -22,6 +22,8 @@ SECS=$(bench_param dmulogd.probe_secs 2)
 echo on >/proc/sys/kernel/printk_devkmsg 2>/dev/null
 mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null
 T=/sys/kernel/tracing
+# Room for every event of a run (the default buffer drops events).
+echo 32768 >$T/buffer_size_kb
 start_daemon
 make_legs phys 2097152
 alias_leg p_0 $((N * REGION)) "$(disk_n 0)" 2048
