@@ -161,6 +161,65 @@ alias_leg() {
     [ -b "/dev/mapper/$1" ] || run dmsetup mknodes "$1" >/dev/null
 }
 
+# The null responder (tests/bench/responder.rs), when initramfs/bench.sh
+# embedded it in /scenarios/bench_null_responder.sh after a 3-line header:
+# configuration `null`, the floor of the kernel's round trips.
+
+# null_setup: sets NULLR to the extracted responder, or "" without one. The
+# daemon (DPID) is assumed to be the one listening.
+null_setup() {
+    NULLR=""
+    SERVER=dmulogd
+    NULL_PID=""
+    if [ -f /scenarios/bench_null_responder.sh ]; then
+        tail -n +4 /scenarios/bench_null_responder.sh >/tmp/null_responder &&
+            chmod 755 /tmp/null_responder && NULLR=/tmp/null_responder
+    fi
+}
+
+# use_server dmulogd|null: make that program the one listening on the
+# connector (no mirror may exist when it changes).
+use_server() {
+    [ "$SERVER" = "$1" ] && return 0
+    if [ "$1" = null ]; then
+        stop_daemon
+        "$NULLR" --serve 2>>/tmp/null_responder.log &
+        NULL_PID=$!
+        wait_listening 10 || fail "the null responder is not listening"
+    else
+        kill "$NULL_PID"
+        wait "$NULL_PID" 2>/dev/null
+        _n=0
+        while daemon_listening; do
+            _n=$((_n + 1))
+            [ $_n -lt 100 ] || fail "the null responder still listens"
+            sleep 0.1
+        done
+        start_daemon
+        DPID=$(daemon_pid)
+    fi
+    SERVER=$1
+}
+
+# null_requests: the null responder's request count (SIGUSR1 prints it).
+null_requests() {
+    _before=$(grep -c requests /tmp/null_responder.log 2>/dev/null)
+    kill -USR1 "$NULL_PID" || fail "cannot signal the null responder"
+    _n=0
+    while [ "$(grep -c requests /tmp/null_responder.log)" -le "${_before:-0}" ]; do
+        _n=$((_n + 1))
+        [ $_n -lt 100 ] || fail "the null responder printed no count within 10 s"
+        sleep 0.1
+    done
+    tail -1 /tmp/null_responder.log | awk '{ print $2 }'
+}
+
+# server_requests / server_cpu: the listening program's request count and
+# CPU time (ns).
+server_requests() { if [ "$SERVER" = null ]; then null_requests; else daemon_requests; fi; }
+server_cpu() { if [ "$SERVER" = null ]; then cpu_ns "$NULL_PID"; else cpu_ns "$DPID"; fi; }
+server_pid() { if [ "$SERVER" = null ]; then echo "$NULL_PID"; else echo "$DPID"; fi; }
+
 # bench_param NAME DEFAULT: a dmulogd.* word of the kernel command line.
 bench_param() {
     for _w in $(cat /proc/cmdline); do

@@ -4,7 +4,8 @@
 # dm-log-userspace entry points and dm_consult_userspace (one round trip to
 # the daemon) during a short fio run per configuration, and prints per
 # function: calls and mean duration. Configurations: dmulogd.probe=CFG,CFG
-# (default udisk,udisk_if); job: dmulogd.probe_job (default randw_qd1),
+# (default udisk,udisk_if; `null` needs the responder embedded as
+# initramfs/bench.sh does); job: dmulogd.probe_job (default randw_qd1),
 # seconds: dmulogd.probe_secs (default 2). A second run per configuration
 # counts the daemon's system calls per request (raw_syscalls events).
 # Mirror size: dmulogd.probe_regions (default 16384; 512 KiB regions, legs
@@ -25,6 +26,8 @@ T=/sys/kernel/tracing
 # Room for every event of a run (the default buffer drops events).
 echo 32768 >$T/buffer_size_kb
 start_daemon
+DPID=$(daemon_pid)
+null_setup
 make_legs phys 2097152
 alias_leg p_0 $((N * REGION)) "$(disk_n 0)" 2048
 alias_leg p_1 $((N * REGION)) "$(disk_n 1)" 2048
@@ -37,6 +40,10 @@ case $JOB in
     seqw) JA="--rw=write --bs=1M --iodepth=1 --size=256M" ;;
 esac
 for cfg in $CFGS; do
+    case $cfg in
+        null) [ -n "$NULLR" ] || fail "no null responder in this image"; use_server null ;;
+        *) use_server dmulogd ;;
+    esac
     log_args $cfg /dev/mapper/p_log $REGION nosync
     bench_create mp $((N * REGION)) p $LOGARGS
     echo 0 >$T/tracing_on
@@ -66,14 +73,14 @@ for cfg in $CFGS; do
     echo nop >$T/current_tracer
     echo >$T/trace
     for e in sys_enter sys_exit; do
-        echo "common_pid == $(daemon_pid)" >$T/events/raw_syscalls/$e/filter
+        echo "common_pid == $(server_pid)" >$T/events/raw_syscalls/$e/filter
         echo 1 >$T/events/raw_syscalls/$e/enable
     done
-    r0=$(daemon_requests)
+    r0=$(server_requests)
     echo 1 >$T/tracing_on
     set -- $(fio_terse /dev/mapper/mp "$SECS" $JA --ioengine=$ENGINE)
     echo 0 >$T/tracing_on
-    r1=$(daemon_requests)
+    r1=$(server_requests)
     for e in sys_enter sys_exit; do echo 0 >$T/events/raw_syscalls/$e/enable; done
     awk -v cfg=$cfg -v req=$((r1 - r0)) '
         /sys_(enter|exit): NR/ {
@@ -94,5 +101,6 @@ for cfg in $CFGS; do
             printf "\n" }' $T/trace >/dev/console
     remove_dev mp
 done
+use_server dmulogd
 stop_daemon
 pass
