@@ -1,8 +1,8 @@
 #!/bin/sh
 # 64 mirrors at once, each with its own dm-ulogd log (core, disk, and both
-# again with integrated_flush under cmirrord's clustered names), 2 MiB legs
-# carved from the two disks, 64 regions each. All 64 resync and take writes at
-# the same time (one fio with 64 threads, 256 KiB of 4 KiB random writes per
+# again with integrated_flush under cmirrord's clustered names), 1 MiB legs
+# carved from the two disks, 16 regions each. All 64 resync and take writes at
+# the same time (one fio with 64 threads, 128 KiB of 4 KiB random writes per
 # mirror at queue depth 4, each block read back and checked): no request may
 # be lost to a receive overrun, so the kernel resends nothing, never has to
 # reconnect, and dm-ulogd reports no overflow and no dropped datagram. Every
@@ -14,9 +14,9 @@
 . /scenarios/lib.sh
 
 N=64
-SECTORS=4096     # 2 MiB legs
-REGION=64        # 32 KiB: 64 regions each
-NR=64
+SECTORS=2048     # 1 MiB legs
+REGION=128       # 64 KiB: 16 regions each
+NR=16
 # shellcheck disable=SC2034 # read by start_daemon (lib.sh)
 DMULOGD_START=foreground
 
@@ -65,10 +65,10 @@ log "$N mirrors created in $(( ($(now_ds) - t0) / 10 )) s; $(dmsetup status | aw
 t0=$(now_ds)
 # shellcheck disable=SC2086 # one word per job option
 fio --thread --rw=randwrite --bs=4k --direct=1 --ioengine=libaio --iodepth=4 \
-    --size=256K --offset=1M --verify=crc32c --do_verify=1 --verify_fatal=1 --randrepeat=0 \
+    --size=128K --offset=512K --verify=crc32c --do_verify=1 --verify_fatal=1 --randrepeat=0 \
     --output=/tmp/fio.out $fio_jobs >/dev/null 2>&1 ||
     { tail -40 /tmp/fio.out >"$_CONSOLE"; fail "fio over the $N mirrors failed (a write failed or did not verify)"; }
-log "fio: $N x 256 KiB written and verified in $(( ($(now_ds) - t0) / 10 )) s"
+log "fio: $N x 128 KiB written and verified in $(( ($(now_ds) - t0) / 10 )) s"
 
 t0=$(now_ds)
 i=0
