@@ -199,6 +199,20 @@ impl Bitmap {
         }
     }
 
+    /// As `write_le_bytes`, of the bits set both here and in `mask` (a
+    /// bitmap of the same length).
+    pub fn write_le_bytes_masked(&self, mask: &Bitmap, byte_offset: usize, out: &mut [u8]) {
+        let first_word = byte_offset / 8;
+        for (i, chunk) in out.chunks_mut(8).enumerate() {
+            let at = first_word + i;
+            let word = match (self.words.get(at), mask.words.get(at)) {
+                (Some(a), Some(b)) => a & b,
+                _ => 0,
+            };
+            chunk.copy_from_slice(&word.to_le_bytes()[..chunk.len()]);
+        }
+    }
+
     /// Loads bits from the on-disk byte order, `input` holding the bitmap's
     /// bytes from `byte_offset` on (a multiple of 8). Bits past `len` are
     /// dropped so the tail invariant holds.

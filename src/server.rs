@@ -211,6 +211,22 @@ impl Server {
                 self.state.remove(req.uuid, req.luid);
                 return Ok(0);
             }
+            if matches!(
+                kind,
+                RequestType::Presuspend | RequestType::Postsuspend | RequestType::Resume
+            ) {
+                // The kernel sends these without its reconnect path: -ESRCH
+                // would only fail the suspend or resume. A log not yet
+                // reconnected has nothing to suspend; its next request gets
+                // -ESRCH and brings it back.
+                log::debug!(
+                    "{} for a log not reconnected yet ({}/{}): nothing to do",
+                    kind.name(),
+                    Uuid(req.uuid),
+                    req.luid
+                );
+                return Ok(0);
+            }
             log::warn!(
                 "{} for unknown log {}/{}: answered -ESRCH so the kernel reconnects it",
                 kind.name(),

@@ -127,7 +127,8 @@ impl DiskStore {
         self.dirty_blocks.heap_bytes()
     }
 
-    /// Records that region's clean bit changed; `marked` when it became dirty.
+    /// Records that the region's recorded bit changed; `marked` when it
+    /// became dirty (or left sync), which the next flush must make durable.
     #[inline]
     pub fn note_change(&mut self, region: u64, marked: bool) {
         let block = (BITMAP_OFFSET + region / 8) >> self.block_shift;
@@ -135,8 +136,13 @@ impl DiskStore {
         self.marks_pending |= marked;
     }
 
-    /// Fills `out` with the image bytes at `offset` (a block boundary).
-    fn render(&self, clean: &Bitmap, offset: u64, out: &mut [u8]) {
+    /// Fills `out` with the image bytes at `offset` (a block boundary). A
+    /// region is recorded clean only when it is clean and in sync: the
+    /// kernel rebuilds the sync bits from the clean bits, so "clean on the
+    /// device" must imply "in sync" (a CLEAR can reach a region that is out
+    /// of sync, for instance after a restart without saved state, or just
+    /// before its recovery is settled).
+    fn render(&self, clean: &Bitmap, sync: &Bitmap, offset: u64, out: &mut [u8]) {
         let len = out.len() as u64;
         let header_end = BITMAP_OFFSET.min(offset + len);
         if offset < header_end {
@@ -151,7 +157,11 @@ impl DiskStore {
         let bits_from = offset.max(BITMAP_OFFSET);
         if bits_from < offset + len {
             let start = (bits_from - offset) as usize;
-            clean.write_le_bytes((bits_from - BITMAP_OFFSET) as usize, &mut out[start..]);
+            clean.write_le_bytes_masked(
+                sync,
+                (bits_from - BITMAP_OFFSET) as usize,
+                &mut out[start..],
+            );
         }
     }
 
@@ -159,11 +169,11 @@ impl DiskStore {
     /// not be (a clean region recorded as dirty costs at most its resync),
     /// so a flush with only clears pending is deferred: the next flush with
     /// marks, a suspend, or the idle write-back writes them.
-    pub fn flush(&mut self, clean: &Bitmap, io: &mut IoBuf) -> Result<(), Errno> {
+    pub fn flush(&mut self, clean: &Bitmap, sync: &Bitmap, io: &mut IoBuf) -> Result<(), Errno> {
         if !self.marks_pending {
             return Ok(());
         }
-        self.write_back(clean, io)
+        self.write_back(clean, sync, io)
     }
 
     /// True when changed blocks wait to be written.
@@ -173,7 +183,12 @@ impl DiskStore {
 
     /// Writes every changed block, then flushes the device cache if marks are
     /// among them. On failure the blocks stay dirty for the next attempt.
-    pub fn write_back(&mut self, clean: &Bitmap, io: &mut IoBuf) -> Result<(), Errno> {
+    pub fn write_back(
+        &mut self,
+        clean: &Bitmap,
+        sync: &Bitmap,
+        io: &mut IoBuf,
+    ) -> Result<(), Errno> {
         if !self.loaded || (!self.marks_pending && self.dirty_blocks.none_set()) {
             return Ok(());
         }
@@ -182,7 +197,7 @@ impl DiskStore {
         let mut block = self.dirty_blocks.find_next_one(0);
         while block < blocks {
             let end = self.dirty_blocks.find_next_zero(block).min(block + max_run);
-            self.write_blocks(clean, io, block, end)?;
+            self.write_blocks(clean, sync, io, block, end)?;
             block = self.dirty_blocks.find_next_one(end);
         }
         if self.marks_pending {
@@ -196,6 +211,7 @@ impl DiskStore {
     fn write_blocks(
         &mut self,
         clean: &Bitmap,
+        sync: &Bitmap,
         io: &mut IoBuf,
         from: u64,
         to: u64,
@@ -203,7 +219,7 @@ impl DiskStore {
         let offset = from << self.block_shift;
         let len = ((to - from) << self.block_shift) as usize;
         let buf = io.get(len);
-        self.render(clean, offset, buf);
+        self.render(clean, sync, offset, buf);
         self.device.write_all_at(buf, offset).map_err(|e| {
             self.health = DeviceHealth::Failed;
             log::error!(
@@ -237,30 +253,31 @@ impl DiskStore {
     }
 
     /// RESUME of restored bits: the device gets the whole image, durably.
-    pub fn rewrite(&mut self, clean: &Bitmap, io: &mut IoBuf) -> Result<(), Errno> {
+    pub fn rewrite(&mut self, clean: &Bitmap, sync: &Bitmap, io: &mut IoBuf) -> Result<(), Errno> {
         self.health = DeviceHealth::Alive;
-        self.write_image(clean, io)
+        self.write_image(clean, sync, io)
     }
 
-    fn write_image(&mut self, clean: &Bitmap, io: &mut IoBuf) -> Result<(), Errno> {
+    /// Writes the whole image, durably (keeps the health a load found).
+    pub fn write_image(
+        &mut self,
+        clean: &Bitmap,
+        sync: &Bitmap,
+        io: &mut IoBuf,
+    ) -> Result<(), Errno> {
         self.loaded = true;
         let blocks = self.dirty_blocks.len();
         self.dirty_blocks.set_range(0, blocks);
         self.marks_pending = true;
-        self.write_back(clean, io)
+        self.write_back(clean, sync, io)
     }
 
-    /// The kernel's disk_resume: reads the device into `clean`, treats a
-    /// bad magic (or an explicit sync/nosync) as a new log, sets or clears
-    /// regions the device did not know, and writes the whole image back
-    /// with the new region count, durably. Returns how many regions the
-    /// device knew (0 for a new log or a failed read).
-    pub fn load(
-        &mut self,
-        clean: &mut Bitmap,
-        sync: SyncMode,
-        io: &mut IoBuf,
-    ) -> Result<u64, Errno> {
+    /// The kernel's disk_resume, first half: reads the device into `clean`,
+    /// treats a bad magic (or an explicit sync/nosync) as a new log, and
+    /// sets or clears regions the device did not know. The caller rebuilds
+    /// the sync bits and writes the image back (`write_image`). Returns how
+    /// many regions the device knew (0 for a new log or a failed read).
+    pub fn load(&mut self, clean: &mut Bitmap, sync: SyncMode, io: &mut IoBuf) -> u64 {
         self.health = DeviceHealth::Alive;
         let known = match self.read_image(clean, io) {
             Ok(Some(nr_regions)) if sync == SyncMode::Default => nr_regions,
@@ -287,7 +304,7 @@ impl DiskStore {
         } else {
             clean.clear_range(from, count);
         }
-        self.write_image(clean, io).map(|()| known)
+        known
     }
 
     /// Reads the image into `clean`; Ok(None) when the header is not a

@@ -167,7 +167,7 @@ impl DirtyLog {
     /// FLUSH: make every mark so far durable.
     pub fn flush(&mut self, io: &mut IoBuf) -> Result<(), Errno> {
         match &mut self.disk {
-            Some(d) => d.flush(&self.clean, io),
+            Some(d) => d.flush(&self.clean, &self.sync, io),
             None => Ok(()),
         }
     }
@@ -175,7 +175,7 @@ impl DirtyLog {
     /// Writes everything a disk log deferred (suspend, DTR, idle time).
     pub fn write_back(&mut self, io: &mut IoBuf) -> Result<(), Errno> {
         match &mut self.disk {
-            Some(d) => d.write_back(&self.clean, io),
+            Some(d) => d.write_back(&self.clean, &self.sync, io),
             None => Ok(()),
         }
     }
@@ -200,12 +200,12 @@ impl DirtyLog {
         if d.take_restored() {
             // The bits came from the state file and are newer than the
             // device: write them out instead of reading it.
-            return d.rewrite(&self.clean, io);
+            return d.rewrite(&self.clean, &self.sync, io);
         }
-        let result = d.load(&mut self.clean, self.sync_mode, io);
+        d.load(&mut self.clean, self.sync_mode, io);
         self.sync.copy_from(&self.clean);
         self.sync_count = self.sync.count_ones();
-        result.map(|_| ())
+        d.write_image(&self.clean, &self.sync, io)
     }
 
     /// GET_RESYNC_WORK: the next region to recover, if any.
@@ -238,10 +238,16 @@ impl DirtyLog {
         if in_sync {
             if self.sync.set(region) {
                 self.sync_count += 1;
+                if let Some(d) = &mut self.disk {
+                    d.note_change(region, false);
+                }
             }
         } else if self.sync.clear(region) {
             self.sync_count -= 1;
             self.in_sync_floor = self.in_sync_floor.min(region);
+            if let Some(d) = &mut self.disk {
+                d.note_change(region, true);
+            }
         }
     }
 
