@@ -249,7 +249,11 @@ impl Server {
             return Ok(0);
         }
         let result = self.operate(kind, index, req.data, out);
-        if let Err(e) = result {
+        if let Err(e) = result
+            && (e != Errno::EIO || worth_logging(self.counters.error_replies + 1))
+        {
+            // A failing log device is logged by the log itself; these lines
+            // only thin out with it.
             log::warn!(
                 "log {}: {} failed: {}",
                 Uuid(req.uuid),
@@ -294,7 +298,7 @@ impl Server {
                 expect_empty(data)?;
                 // Write out deferred clears so the device is current while
                 // the mirror is suspended.
-                log.write_back(&mut self.io)?;
+                log.postsuspend(&mut self.io)?;
                 Ok(0)
             }
             RequestType::Resume => {

@@ -6,7 +6,6 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg, OFlag};
 use nix::sys::mman::{MlockAllFlags, mlockall};
@@ -54,20 +53,18 @@ pub enum LogTarget {
 /// before it silently drops the rest (printk's default ratelimit: a burst
 /// of 10 per 5 s, unless printk.devkmsg=on).
 const KMSG_BURST: u32 = 10;
-/// The kernel's 5 s interval, with a margin: the kernel's window opens at the
-/// first line written, by its own clock.
-const KMSG_INTERVAL: Duration = Duration::from_secs(6);
 
 /// Writes log lines to /dev/kmsg. The kernel rate-limits each open file, so
-/// before a line would exceed the burst the writer opens /dev/kmsg afresh
-/// (through a descriptor of /dev taken at start-up, which stays valid after
+/// every KMSG_BURST lines the writer opens /dev/kmsg afresh (through a
+/// descriptor of /dev taken at start-up, which stays valid after
 /// switch_root): no line is dropped, and nothing system-wide is changed.
+/// Counting lines rather than time: the kernel's window runs on jiffies,
+/// which drift from user-space clocks (markedly so under emulation).
 pub struct KmsgWriter {
     dev: OwnedFd,
     file: File,
-    /// Lines written to `file` since `window_start`, the first of them.
+    /// Lines written to `file`.
     lines: u32,
-    window_start: Option<Instant>,
 }
 
 impl KmsgWriter {
@@ -83,7 +80,6 @@ impl KmsgWriter {
             dev,
             file,
             lines: 0,
-            window_start: None,
         })
     }
 
@@ -101,19 +97,10 @@ impl KmsgWriter {
 
 impl Write for KmsgWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self
-            .window_start
-            .is_some_and(|t| t.elapsed() >= KMSG_INTERVAL)
-        {
-            self.window_start = None;
-        } else if self.lines >= KMSG_BURST
+        if self.lines >= KMSG_BURST
             && let Some(fresh) = Self::open_kmsg(&self.dev)
         {
             self.file = fresh;
-            self.window_start = None;
-        }
-        if self.window_start.is_none() {
-            self.window_start = Some(Instant::now());
             self.lines = 0;
         }
         self.lines += 1;

@@ -91,6 +91,8 @@ pub struct DiskStore {
     /// device instead of reading it.
     restored: bool,
     health: DeviceHealth,
+    /// Failed writes and flushes since the last success.
+    failures: u64,
 }
 
 impl DiskStore {
@@ -112,6 +114,7 @@ impl DiskStore {
             loaded: false,
             restored: false,
             health: DeviceHealth::Alive,
+            failures: 0,
         })
     }
 
@@ -121,6 +124,11 @@ impl DiskStore {
 
     pub fn health(&self) -> DeviceHealth {
         self.health
+    }
+
+    /// True once RESUME has read (or written) the device.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -205,7 +213,23 @@ impl DiskStore {
         }
         self.dirty_blocks.fill(false);
         self.marks_pending = false;
+        if self.failures > 0 {
+            log::info!(
+                "log device {}:{} works again after {} failed writes or flushes",
+                self.device.major(),
+                self.device.minor(),
+                self.failures
+            );
+            self.failures = 0;
+        }
         Ok(())
+    }
+
+    /// Counts a failed write or flush; true when it is worth a log line
+    /// (the 1st, 2nd, 4th, 8th, ...): a dead device must not flood the log.
+    fn count_failure(&mut self) -> bool {
+        self.failures += 1;
+        self.failures.is_power_of_two()
     }
 
     fn write_blocks(
@@ -220,25 +244,33 @@ impl DiskStore {
         let len = ((to - from) << self.block_shift) as usize;
         let buf = io.get(len);
         self.render(clean, sync, offset, buf);
-        self.device.write_all_at(buf, offset).map_err(|e| {
+        let written = self.device.write_all_at(buf, offset);
+        written.map_err(|e| {
             self.health = DeviceHealth::Failed;
-            log::error!(
-                "log device {}:{}: write of {len} bytes at {offset} failed: {e}",
-                self.device.major(),
-                self.device.minor()
-            );
+            if self.count_failure() {
+                log::error!(
+                    "log device {}:{}: write of {len} bytes at {offset} failed: {e} ({} failures so far)",
+                    self.device.major(),
+                    self.device.minor(),
+                    self.failures
+                );
+            }
             Errno::EIO
         })
     }
 
     fn sync(&mut self) -> Result<(), Errno> {
-        self.device.sync().map_err(|e| {
+        let flushed = self.device.sync();
+        flushed.map_err(|e| {
             self.health = DeviceHealth::FlushFailed;
-            log::error!(
-                "log device {}:{}: cache flush failed: {e}",
-                self.device.major(),
-                self.device.minor()
-            );
+            if self.count_failure() {
+                log::error!(
+                    "log device {}:{}: cache flush failed: {e} ({} failures so far)",
+                    self.device.major(),
+                    self.device.minor(),
+                    self.failures
+                );
+            }
             Errno::EIO
         })
     }

@@ -47,6 +47,8 @@ pub struct DirtyLog {
     sync_search: u64,
     /// Every region below this is in sync (a lower bound, advanced lazily).
     in_sync_floor: u64,
+    /// POSTSUSPEND came and no RESUME since: the next RESUME is a real one.
+    suspended: bool,
     disk: Option<DiskStore>,
 }
 
@@ -90,6 +92,7 @@ impl DirtyLog {
             recovering: None,
             sync_search: 0,
             in_sync_floor: 0,
+            suspended: false,
             disk: store,
         }
     }
@@ -187,16 +190,32 @@ impl DirtyLog {
             .is_some_and(DiskStore::has_deferred_writes)
     }
 
+    /// POSTSUSPEND: the mirror is quiet; write out what was deferred.
+    pub fn postsuspend(&mut self, io: &mut IoBuf) -> Result<(), Errno> {
+        self.suspended = true;
+        self.write_back(io)
+    }
+
     /// RESUME: a core log only restarts its resync scan; a disk log reads
-    /// its device (the kernel's disk_resume).
+    /// its device (the kernel's disk_resume) when it starts or comes back
+    /// from a suspend. A RESUME of a live log that was not suspended is the
+    /// kernel's reconnect path (one per caller that found the daemon gone):
+    /// its bits are current, and rereading the device would take regions
+    /// with writes in flight out of sync.
     pub fn resume(&mut self, io: &mut IoBuf) -> Result<(), Errno> {
-        // dm-raid1 waits for its recoveries before it suspends: none is out.
-        self.recovering = None;
+        let was_suspended = std::mem::take(&mut self.suspended);
+        if was_suspended {
+            // dm-raid1 waits for its recoveries before it suspends.
+            self.recovering = None;
+        }
         self.sync_search = 0;
         self.in_sync_floor = 0;
         let Some(d) = &mut self.disk else {
             return Ok(());
         };
+        if d.is_loaded() && !was_suspended {
+            return Ok(());
+        }
         if d.take_restored() {
             // The bits came from the state file and are newer than the
             // device: write them out instead of reading it.
