@@ -205,6 +205,12 @@ impl Server {
             return self.construct(req, out);
         }
         let Some(index) = self.registry.find(req.uuid, req.luid) else {
+            if matches!(kind, RequestType::Postsuspend | RequestType::Dtr) {
+                // A log a previous daemon served, torn down before the
+                // kernel reconnected it: its disk image gets the saved bits
+                // (clears the dead daemon had deferred included).
+                self.write_back_saved(req.uuid, req.luid);
+            }
             if kind == RequestType::Dtr {
                 // Already gone (a resent DTR), or never reconnected after a
                 // restart: only a saved state file may be left to delete.
@@ -537,6 +543,48 @@ impl Server {
                 "dropped a datagram ({reason}); {} dropped so far",
                 self.counters.dropped
             );
+        }
+    }
+
+    /// Writes a saved disk log's bits to its device, for a log the kernel
+    /// suspends or destroys without reconnecting it. Best effort: failing
+    /// leaves the device as the previous daemon left it, which is safe.
+    fn write_back_saved(&mut self, uuid: &[u8], luid: u64) {
+        let Some(ctr) = self.state.saved_ctr(uuid, luid) else {
+            return;
+        };
+        let Ok(args) = params::parse(&ctr) else {
+            return;
+        };
+        let Some(spec) = args.device else {
+            return;
+        };
+        let id = Identity {
+            uuid,
+            luid,
+            ctr: &ctr,
+            region_count: args.region_count,
+        };
+        let Ok(Some((clean, sync))) = self.state.restore(&id) else {
+            return;
+        };
+        let Ok(device) = LogDevice::open(spec, self.node_dir.as_fd()) else {
+            return;
+        };
+        let Ok(store) = DiskStore::new(device, args.region_count) else {
+            return;
+        };
+        let mut log = DirtyLog::new(&args, clean, sync, Some(store), Origin::Restored);
+        match log.resume(&mut self.io) {
+            Ok(()) => log::info!(
+                "log {}: not reconnected before its teardown; saved bits written to its device",
+                Uuid(uuid)
+            ),
+            Err(e) => log::warn!(
+                "log {}: writing its saved bits at teardown failed: {}",
+                Uuid(uuid),
+                e.desc()
+            ),
         }
     }
 

@@ -111,6 +111,31 @@ impl StateDir {
         self.map(&file, id.region_count)
     }
 
+    /// The constructor string saved for a log, if a state file of this uuid
+    /// and luid exists: what is needed to rebuild a log the kernel tears
+    /// down before reconnecting it.
+    pub fn saved_ctr(&self, uuid: &[u8], luid: u64) -> Option<heapless::Vec<u8, MAX_CTR_LEN>> {
+        let name = file_name(uuid, luid);
+        let fd = nix::fcntl::openat(
+            &self.dir,
+            name.as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        let mut header = [0u8; HEADER_LEN];
+        File::from(fd).read_exact_at(&mut header, 0).ok()?;
+        let ctr_len = usize::from(u16::from_le_bytes([
+            header[field::CTR_LEN],
+            header[field::CTR_LEN + 1],
+        ]))
+        .min(MAX_CTR_LEN);
+        let mut ctr = heapless::Vec::new();
+        ctr.extend_from_slice(&header[field::CTR..field::CTR + ctr_len])
+            .ok()?;
+        Some(ctr)
+    }
+
     /// Maps the state file of a log the kernel reconnects, if one exists
     /// for exactly this uuid, luid, constructor string and size.
     pub fn restore(&self, id: &Identity<'_>) -> Result<Option<(Bitmap, Bitmap)>, Errno> {
