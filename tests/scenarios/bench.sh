@@ -35,7 +35,7 @@
 MODE=${BENCH_MODE:-$(bench_param dmulogd.bench full)}
 case $MODE in
     smoke) def_runtime=2 def_rounds=1 RESYNC_REGION=8 ;;
-    *) MODE=full def_runtime=10 def_rounds=3 RESYNC_REGION=1024 ;;
+    *) MODE=full def_runtime=6 def_rounds=5 RESYNC_REGION=1024 ;;
 esac
 RUNTIME=$(bench_param dmulogd.bench_runtime $def_runtime)
 ROUNDS=$(bench_param dmulogd.bench_rounds $def_rounds)
@@ -103,36 +103,37 @@ if [ "$MODE" = full ]; then
 fi
 
 # measure SIZE REGIONS LEGS LOGDEV CONFIG JOB ROUND: one fio run on a fresh
-# mirror. Each mirror is made for one run, so that the runs compared with
+# mirror (its variables are m_*: lib.sh's helpers use _* names of their own).
+# Each mirror is made for one run, so that the runs compared with
 # each other (the five logs on one job) follow each other within a minute.
 measure() {
-    _size=$1 _n=$2 _legs=$3 _logdev=$4 _cfg=$5 _job=$6 _round=$7
-    _sectors=$((_n * REGION))
-    case $_cfg in
+    m_size=$1 m_n=$2 m_legs=$3 m_logdev=$4 m_cfg=$5 m_job=$6 m_round=$7
+    m_sectors=$((m_n * REGION))
+    case $m_cfg in
         null) use_server null ;;
         u*) use_server dmulogd ;;
     esac
-    log_args "$_cfg" "$_logdev" $REGION nosync
+    log_args "$m_cfg" "$m_logdev" $REGION nosync
     # shellcheck disable=SC2086
-    bench_create m$_legs $_sectors $_legs $LOGARGS
-    _r0=0 _r1=0 _c0=0 _c1=0
-    if is_userspace "$_cfg"; then
-        [ "$_job" = randw_qd1 ] && [ "$_round" = 1 ] && [ "$_cfg" != null ] && mem_line $_cfg $_n
-        _r0=$(server_requests)
-        _c0=$(server_cpu)
+    bench_create m$m_legs $m_sectors $m_legs $LOGARGS
+    m_r0=0 m_r1=0 m_c0=0 m_c1=0
+    if is_userspace "$m_cfg"; then
+        [ "$m_job" = randw_qd1 ] && [ "$m_round" = 1 ] && [ "$m_cfg" != null ] && mem_line $m_cfg $m_n
+        m_r0=$(server_requests)
+        m_c0=$(server_cpu)
     fi
-    _t0=$(now_ms)
+    m_t0=$(now_ms)
     # shellcheck disable=SC2046
-    set -- $(fio_terse /dev/mapper/m$_legs "$RUNTIME" $(job_args $_job))
-    _t1=$(now_ms)
-    if is_userspace "$_cfg"; then
-        _c1=$(server_cpu)
-        _r1=$(server_requests)
+    set -- $(fio_terse /dev/mapper/m$m_legs "$RUNTIME" $(job_args $m_job))
+    m_t1=$(now_ms)
+    if is_userspace "$m_cfg"; then
+        m_c1=$(server_cpu)
+        m_r1=$(server_requests)
     fi
-    bench_line fio size=$_size regions=$_n log=$_cfg job=$_job round=$_round \
-        iops=$1 kib_s=$2 p99_us=$3 kib=$4 wall_ms=$((_t1 - _t0)) \
-        dreq=$((_r1 - _r0)) dcpu_ns=$((_c1 - _c0))
-    remove_dev m$_legs
+    bench_line fio size=$m_size regions=$m_n log=$m_cfg job=$m_job round=$m_round \
+        iops=$1 kib_s=$2 p99_us=$3 kib=$4 wall_ms=$((m_t1 - m_t0)) \
+        dreq=$((m_r1 - m_r0)) dcpu_ns=$((m_c1 - m_c0))
+    remove_dev m$m_legs
 }
 
 # For each mirror size and job: ROUNDS rounds over the five logs, the order
@@ -155,25 +156,25 @@ done
 
 # resync CONFIG ROUND: time of a full resync of the RESYNC-region mirror.
 resync() {
-    _cfg=$1
-    _r0=0 _r1=0 _c0=0 _c1=0
-    if is_userspace "$_cfg"; then
-        _r0=$(daemon_requests)
-        _c0=$(cpu_ns "$DPID")
+    s_cfg=$1
+    s_r0=0 s_r1=0 s_c0=0 s_c1=0
+    if is_userspace "$s_cfg"; then
+        s_r0=$(daemon_requests)
+        s_c0=$(cpu_ns "$DPID")
     fi
-    _t0=$(now_ms)
-    log_args "$_cfg" "" $RESYNC_REGION ""
+    s_t0=$(now_ms)
+    log_args "$s_cfg" "" $RESYNC_REGION ""
     # shellcheck disable=SC2086
     bench_create mbr $((RESYNC * RESYNC_REGION)) br $LOGARGS
     wait_sync_event mbr 1200
-    _t1=$(now_ms)
-    if is_userspace "$_cfg"; then
-        _c1=$(cpu_ns "$DPID")
-        _r1=$(daemon_requests)
+    s_t1=$(now_ms)
+    if is_userspace "$s_cfg"; then
+        s_c1=$(cpu_ns "$DPID")
+        s_r1=$(daemon_requests)
     fi
     remove_dev mbr
-    bench_line resync regions=$RESYNC region_sectors=$RESYNC_REGION log=$_cfg round=$2 ms=$((_t1 - _t0)) \
-        dreq=$((_r1 - _r0)) dcpu_ns=$((_c1 - _c0))
+    bench_line resync regions=$RESYNC region_sectors=$RESYNC_REGION log=$s_cfg round=$2 ms=$((s_t1 - s_t0)) \
+        dreq=$((s_r1 - s_r0)) dcpu_ns=$((s_c1 - s_c0))
 }
 
 use_server dmulogd
