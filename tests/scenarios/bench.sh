@@ -202,5 +202,5 @@ mem_line idle_after 0
 
 daemon_alive || fail "dm-ulogd died during the benchmark"
 stop_daemon
-bench_line done mode=$MODE
+bench_line "done" mode="$MODE"
 pass
