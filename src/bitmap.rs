@@ -187,20 +187,10 @@ impl Bitmap {
         }
     }
 
-    /// Writes the bits in the kernel's on-disk byte order into `out`,
-    /// starting at byte `byte_offset` of the bitmap; bytes past the end of
-    /// the bitmap become zero. `byte_offset` must be a multiple of 8.
-    pub fn write_le_bytes(&self, byte_offset: usize, out: &mut [u8]) {
-        let first_word = byte_offset / 8;
-        for (i, chunk) in out.chunks_mut(8).enumerate() {
-            let word = self.words.get(first_word + i).copied().unwrap_or(0);
-            let bytes = word.to_le_bytes();
-            chunk.copy_from_slice(&bytes[..chunk.len()]);
-        }
-    }
-
-    /// As `write_le_bytes`, of the bits set both here and in `mask` (a
-    /// bitmap of the same length).
+    /// Writes the bits set both here and in `mask` (a bitmap of the same
+    /// length) in the kernel's on-disk byte order into `out`, starting at
+    /// byte `byte_offset` of the bitmap (a multiple of 8); bytes past the
+    /// end of the bitmap become zero.
     pub fn write_le_bytes_masked(&self, mask: &Bitmap, byte_offset: usize, out: &mut [u8]) {
         let first_word = byte_offset / 8;
         for (i, chunk) in out.chunks_mut(8).enumerate() {
@@ -330,8 +320,10 @@ mod tests {
         b.set(0);
         b.set(9);
         b.set(127);
+        let mut all = Bitmap::try_new(128).unwrap();
+        all.fill(true);
         let mut out = [0xffu8; 24];
-        b.write_le_bytes(0, &mut out);
+        b.write_le_bytes_masked(&all, 0, &mut out);
         let mut expect = [0u8; 24];
         expect[0] = 0x01;
         expect[1] = 0x02;
@@ -343,8 +335,14 @@ mod tests {
         assert_eq!(back, b);
 
         let mut tail = [0u8; 8];
-        b.write_le_bytes(8, &mut tail);
+        b.write_le_bytes_masked(&all, 8, &mut tail);
         assert_eq!(tail[7], 0x80);
+
+        // Only bits set in the mask are written.
+        all.clear(9);
+        b.write_le_bytes_masked(&all, 0, &mut out);
+        expect[1] = 0;
+        assert_eq!(out, expect);
     }
 
     #[test]

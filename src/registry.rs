@@ -70,11 +70,6 @@ impl Registry {
         Some(found)
     }
 
-    /// Finds a live log by uuid alone (a table reloaded under a new luid).
-    pub fn find_uuid(&self, uuid: &[u8]) -> Option<usize> {
-        self.entries.iter().position(|e| e.uuid.as_slice() == uuid)
-    }
-
     pub fn get(&self, index: usize) -> &Entry {
         &self.entries[index]
     }

@@ -11,7 +11,7 @@ use core::fmt::Write;
 use nix::errno::Errno;
 
 use crate::bitmap::Bitmap;
-use disk::{DeviceHealth, DiskStore, IoBuf};
+use disk::{DiskStore, IoBuf};
 use params::{LogArgs, LogType, SyncMode};
 
 /// How a log's bits start.
@@ -321,11 +321,6 @@ impl DirtyLog {
             out.write_str(" block_on_error")?;
         }
         Ok(())
-    }
-
-    /// The device health of a disk log.
-    pub fn health(&self) -> Option<DeviceHealth> {
-        self.disk.as_ref().map(DiskStore::health)
     }
 
     /// The clean bits, for saving state and for tests.

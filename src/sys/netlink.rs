@@ -103,12 +103,6 @@ impl ConnectorSocket {
         Ok(unsafe { OwnedFd::from_raw_fd(raw) })
     }
 
-    /// The netlink port id the kernel gave this socket.
-    pub fn port_id(&self) -> Result<u32, Errno> {
-        let addr: NetlinkAddr = socket::getsockname(self.fd.as_raw_fd())?;
-        Ok(addr.pid())
-    }
-
     /// The receive queue size the kernel granted.
     pub fn rcvbuf(&self) -> Result<usize, Errno> {
         socket::getsockopt(&self.fd, sockopt::RcvBuf)
