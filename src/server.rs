@@ -637,6 +637,18 @@ impl Server {
                 log.dirty_count(),
                 status
             );
+            if let Some(disk) = log.disk() {
+                let io = disk.io_counts();
+                log::info!(
+                    "log {} luid {}: log device {}:{}: {} writes, {} cache flushes",
+                    Uuid(&e.uuid),
+                    e.luid,
+                    disk.device().major(),
+                    disk.device().minor(),
+                    io.writes,
+                    io.flushes
+                );
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ use nix::sys::stat::Mode;
 
 use dm_ulogd::bitmap::Bitmap;
 use dm_ulogd::log::device::LogDevice;
-use dm_ulogd::log::disk::{BITMAP_OFFSET, DiskStore, IoBuf, MAGIC};
+use dm_ulogd::log::disk::{BITMAP_OFFSET, DiskStore, IoBuf, MAGIC, MERGE_GAP, image_len};
 use dm_ulogd::log::params::{self, SyncMode};
 use dm_ulogd::log::{DirtyLog, Origin};
 
@@ -264,6 +264,54 @@ fn a_clear_only_flush_is_deferred_until_write_back() {
     log.write_back(&mut io).unwrap();
     assert!(!log.has_deferred_writes());
     assert!(disk_bit(&std::fs::read(&file).unwrap(), 5));
+}
+
+#[test]
+fn a_flush_writes_nearby_changes_as_one_transfer() {
+    let dir = temp_dir("merge");
+    let file = dir.join("log.img");
+    let count = 4 * 1024 * 1024u64; // 512 KiB of bits: several transfers
+    std::fs::write(&file, vec![0u8; image_len(count, 512) as usize]).unwrap();
+    let table = format!("{} disk 2 {} 8", count * 8, file.display());
+    let mut log = new_disk_log(&dir, &file, &table);
+    let mut io = IoBuf::new();
+    log.resume(&mut io).unwrap();
+    let bits_apart = |bytes: u64| bytes * 8;
+    let near = [
+        100,
+        100 + bits_apart(MERGE_GAP / 2),
+        100 + bits_apart(MERGE_GAP),
+    ];
+    let far = [2_000_000, 2_000_000 + bits_apart(4 * MERGE_GAP)];
+    for r in near.iter().chain(&far) {
+        log.set_region_sync(*r, true);
+        log.clear(*r);
+    }
+    log.write_back(&mut io).unwrap();
+    let counts = |log: &DirtyLog| log.disk().unwrap().io_counts();
+    let before = counts(&log);
+
+    for r in near {
+        log.mark(r);
+    }
+    log.flush(&mut io).unwrap();
+    let after_near = counts(&log);
+    assert_eq!(after_near.writes - before.writes, 1, "one span");
+    assert_eq!(after_near.flushes - before.flushes, 1);
+
+    for r in far {
+        log.mark(r);
+    }
+    log.flush(&mut io).unwrap();
+    let after_far = counts(&log);
+    assert_eq!(after_far.writes - after_near.writes, 2, "two spans");
+
+    let image = std::fs::read(&file).unwrap();
+    for r in near.iter().chain(&far) {
+        assert!(!disk_bit(&image, *r), "region {r} is dirty on the device");
+    }
+    // Unchanged bits inside a merged span were rewritten as they were.
+    assert!(!disk_bit(&image, 101));
 }
 
 #[test]

@@ -20,6 +20,10 @@ const HEADER_LEN: usize = 16;
 
 /// Size of the staging buffer for log device I/O. Larger transfers are split.
 pub const IO_BUF_LEN: usize = 64 * 1024;
+/// Changed blocks at most this many bytes apart are written as one transfer:
+/// rewriting a few unchanged blocks costs less than another write request
+/// (and on a small log every flush becomes a single write).
+pub const MERGE_GAP: u64 = 16 * 1024;
 const IO_ALIGN: usize = 4096;
 
 /// A page-aligned buffer for O_DIRECT transfers, allocated once at start-up.
@@ -93,6 +97,14 @@ pub struct DiskStore {
     health: DeviceHealth,
     /// Failed writes and flushes since the last success.
     failures: u64,
+    io: IoCounts,
+}
+
+/// Requests issued to a log device, for the SIGUSR1 summary and the tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoCounts {
+    pub writes: u64,
+    pub flushes: u64,
 }
 
 impl DiskStore {
@@ -115,6 +127,7 @@ impl DiskStore {
             restored: false,
             health: DeviceHealth::Alive,
             failures: 0,
+            io: IoCounts::default(),
         })
     }
 
@@ -124,6 +137,10 @@ impl DiskStore {
 
     pub fn health(&self) -> DeviceHealth {
         self.health
+    }
+
+    pub fn io_counts(&self) -> IoCounts {
+        self.io
     }
 
     /// True once RESUME has read (or written) the device.
@@ -201,12 +218,25 @@ impl DiskStore {
             return Ok(());
         }
         let blocks = self.dirty_blocks.len();
-        let max_run = (IO_BUF_LEN >> self.block_shift) as u64;
-        let mut block = self.dirty_blocks.find_next_one(0);
-        while block < blocks {
-            let end = self.dirty_blocks.find_next_zero(block).min(block + max_run);
-            self.write_blocks(clean, sync, io, block, end)?;
-            block = self.dirty_blocks.find_next_one(end);
+        let max_span = (IO_BUF_LEN >> self.block_shift) as u64;
+        let max_gap = MERGE_GAP >> self.block_shift;
+        let mut start = self.dirty_blocks.find_next_one(0);
+        while start < blocks {
+            let mut end = self.dirty_blocks.find_next_zero(start);
+            loop {
+                let next = self.dirty_blocks.find_next_one(end);
+                if next >= blocks || next - end > max_gap {
+                    break;
+                }
+                let next_end = self.dirty_blocks.find_next_zero(next);
+                if next_end - start > max_span {
+                    break;
+                }
+                end = next_end;
+            }
+            let end = end.min(start + max_span);
+            self.write_blocks(clean, sync, io, start, end)?;
+            start = self.dirty_blocks.find_next_one(end);
         }
         if self.marks_pending {
             self.sync()?;
@@ -244,6 +274,7 @@ impl DiskStore {
         let len = ((to - from) << self.block_shift) as usize;
         let buf = io.get(len);
         self.render(clean, sync, offset, buf);
+        self.io.writes += 1;
         let written = self.device.write_all_at(buf, offset);
         written.map_err(|e| {
             self.health = DeviceHealth::Failed;
@@ -260,6 +291,7 @@ impl DiskStore {
     }
 
     fn sync(&mut self) -> Result<(), Errno> {
+        self.io.flushes += 1;
         let flushed = self.device.sync();
         flushed.map_err(|e| {
             self.health = DeviceHealth::FlushFailed;
