@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
 use crate::server::{Server, Uuid};
-use crate::sys::netlink::ConnectorSocket;
+use crate::sys::netlink::{ConnectorSocket, Datagrams};
 use crate::wire::frame::{MAX_KERNEL_DATAGRAM, REPLY_BUF_LEN};
 
 /// How long the daemon waits without requests before writing the clears
@@ -40,8 +40,8 @@ pub fn run(server: &mut Server, socket: &ConnectorSocket, signals: &SignalFd) ->
         Interest::READABLE,
     )?;
     let mut events = Events::with_capacity(4);
-    let mut rx = [0u8; RECV_BUF_LEN];
-    let mut tx = [0u8; REPLY_BUF_LEN];
+    let mut rx = Box::new(Datagrams::<RECV_BUF_LEN>::new());
+    let mut tx = Box::new(Datagrams::<REPLY_BUF_LEN>::new());
     loop {
         let timeout = server.has_deferred_writes().then_some(IDLE_WRITE_BACK);
         match poll.poll(&mut events, timeout) {
@@ -60,16 +60,18 @@ pub fn run(server: &mut Server, socket: &ConnectorSocket, signals: &SignalFd) ->
     }
 }
 
-/// mio is edge-triggered: read until the queue is empty.
+/// mio is edge-triggered: read until the queue is empty. Each recvmmsg
+/// takes a batch of requests, their replies leave in one sendmmsg: at queue
+/// depth one that is a poll, a receive and a send per request.
 fn drain_socket(
     server: &mut Server,
     socket: &ConnectorSocket,
-    rx: &mut [u8; RECV_BUF_LEN],
-    tx: &mut [u8; REPLY_BUF_LEN],
+    rx: &mut Datagrams<RECV_BUF_LEN>,
+    tx: &mut Datagrams<REPLY_BUF_LEN>,
 ) -> io::Result<()> {
     loop {
-        let got = match socket.recv(rx) {
-            Ok(got) => got,
+        match socket.recv_batch(rx) {
+            Ok(()) => {}
             Err(Errno::EAGAIN) => return Ok(()),
             Err(Errno::EINTR) => continue,
             Err(Errno::ENOBUFS) => {
@@ -82,19 +84,29 @@ fn drain_socket(
                 continue;
             }
             Err(e) => return Err(e.into()),
-        };
-        if got.sender_port != 0 {
-            server.drop_datagram("sender is not the kernel");
-            continue;
         }
-        if got.truncated || got.len == rx.len() {
-            server.drop_datagram("oversized datagram");
-            continue;
+        tx.clear();
+        for i in 0..rx.len() {
+            let (request, got) = rx.get(i);
+            if got.sender_port != 0 {
+                server.drop_datagram("sender is not the kernel");
+                continue;
+            }
+            if got.truncated || got.len == RECV_BUF_LEN {
+                server.drop_datagram("oversized datagram");
+                continue;
+            }
+            // Never None: a batch has as many reply buffers as requests.
+            let Some(reply) = tx.next_buf() else { break };
+            if let Some(n) = server.handle(request, reply) {
+                tx.push(n);
+            }
         }
-        if let Some(n) = server.handle(&rx[..got.len], tx)
-            && let Err(e) = socket.send_to(&tx[..n], 0)
-        {
+        socket.send_batch(tx, |e| {
             log::warn!("sending a reply to the kernel failed: {}", e.desc());
+        });
+        if !rx.is_full() {
+            return Ok(());
         }
     }
 }

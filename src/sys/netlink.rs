@@ -151,6 +151,184 @@ impl ConnectorSocket {
     }
 }
 
+/// Datagrams taken or given per system call (recvmmsg, sendmmsg).
+pub const BATCH: usize = 16;
+
+/// Buffers for up to BATCH datagrams of at most LEN bytes each, allocated
+/// once with the event loop.
+pub struct Datagrams<const LEN: usize> {
+    bufs: [[u8; LEN]; BATCH],
+    got: [Received; BATCH],
+    count: usize,
+}
+
+impl<const LEN: usize> Default for Datagrams<LEN> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const LEN: usize> Datagrams<LEN> {
+    pub const fn new() -> Self {
+        const NONE: Received = Received {
+            len: 0,
+            truncated: false,
+            sender_port: 0,
+        };
+        Datagrams {
+            bufs: [[0; LEN]; BATCH],
+            got: [NONE; BATCH],
+            count: 0,
+        }
+    }
+
+    /// How many datagrams the batch holds.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.count == BATCH
+    }
+
+    /// The i-th datagram (i < len()) and what the kernel said of it.
+    pub fn get(&self, i: usize) -> (&[u8], Received) {
+        let got = self.got[i];
+        (&self.bufs[i][..got.len], got)
+    }
+
+    /// The buffer the next datagram is built in; `push` keeps it. None
+    /// when the batch is full.
+    pub fn next_buf(&mut self) -> Option<&mut [u8; LEN]> {
+        self.bufs.get_mut(self.count)
+    }
+
+    /// Keeps the first `len` bytes of the buffer `next_buf` gave.
+    pub fn push(&mut self, len: usize) {
+        self.got[self.count] = Received {
+            len: len.min(LEN),
+            truncated: false,
+            sender_port: 0,
+        };
+        self.count += 1;
+    }
+
+    pub fn clear(&mut self) {
+        self.count = 0;
+    }
+}
+
+impl ConnectorSocket {
+    /// Replaces `batch` with the datagrams queued on the socket, up to
+    /// BATCH, in one recvmmsg. EAGAIN when none is queued, ENOBUFS when the
+    /// queue overflowed and datagrams were lost. A batch that is not full
+    /// emptied the queue: recvmmsg stops early only when the queue is empty
+    /// or on an error, which it keeps for the next call, and a queue
+    /// overflow also wakes the poller again.
+    pub fn recv_batch<const LEN: usize>(&self, batch: &mut Datagrams<LEN>) -> Result<(), Errno> {
+        batch.count = 0;
+        // SAFETY: all-zero bytes are valid sockaddr_nl, iovec and mmsghdr
+        // values (null pointers, zero lengths).
+        let mut addrs: [libc::sockaddr_nl; BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for (i, hdr) in hdrs.iter_mut().enumerate() {
+            iovs[i].iov_base = batch.bufs[i].as_mut_ptr().cast();
+            iovs[i].iov_len = LEN;
+            hdr.msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_nl).cast();
+            hdr.msg_hdr.msg_namelen = size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+            hdr.msg_hdr.msg_iov = &mut iovs[i];
+            hdr.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: every header points at a live sockaddr_nl of the length
+        // given and one live iovec over a buffer of LEN writable bytes;
+        // all of them outlive the call, and the kernel writes within them.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                BATCH as _,
+                libc::MSG_DONTWAIT as _,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(Errno::last());
+        }
+        let n = n as usize;
+        for i in 0..n {
+            let hdr = &hdrs[i];
+            batch.got[i] = Received {
+                len: (hdr.msg_len as usize).min(LEN),
+                truncated: hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+                sender_port: addrs[i].nl_pid,
+            };
+        }
+        batch.count = n;
+        Ok(())
+    }
+
+    /// Sends every datagram of `batch` to the kernel, with as few sendmmsg
+    /// calls as errors allow; returns the errors of the datagrams that
+    /// could not be sent, through `on_error`.
+    pub fn send_batch<const LEN: usize>(
+        &self,
+        batch: &Datagrams<LEN>,
+        mut on_error: impl FnMut(Errno),
+    ) {
+        // SAFETY: all-zero bytes are a valid sockaddr_nl: port 0 (the
+        // kernel), no groups; the family is set below.
+        let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        // SAFETY: all-zero bytes are valid iovec and mmsghdr values.
+        let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for i in 0..batch.count {
+            // The kernel only reads through this pointer.
+            iovs[i].iov_base = batch.bufs[i].as_ptr().cast_mut().cast();
+            iovs[i].iov_len = batch.got[i].len;
+            hdrs[i].msg_hdr.msg_name = (&mut kernel as *mut libc::sockaddr_nl).cast();
+            hdrs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+            hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
+            hdrs[i].msg_hdr.msg_iovlen = 1;
+        }
+        let mut sent = 0;
+        while sent < batch.count {
+            // SAFETY: headers sent..count point at the live kernel address
+            // and at iovecs over initialised bytes of `batch`, all of which
+            // outlive the call; sendmmsg only reads them (and writes the
+            // headers' msg_len).
+            let n = unsafe {
+                libc::sendmmsg(
+                    self.fd.as_raw_fd(),
+                    hdrs[sent..].as_mut_ptr(),
+                    (batch.count - sent) as _,
+                    0,
+                )
+            };
+            if n < 0 {
+                match Errno::last() {
+                    Errno::EINTR => continue,
+                    // The first of the rest failed: report it, go on after it.
+                    e => {
+                        on_error(e);
+                        sent += 1;
+                    }
+                }
+            } else {
+                sent += n as usize;
+            }
+        }
+    }
+}
+
 impl AsFd for ConnectorSocket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
