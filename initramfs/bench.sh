@@ -40,7 +40,8 @@
 # of the sparse disk images (default: a directory in /dev/shm when it has
 # 4 GiB free, else the work directory; the full run writes ~3 GB into them;
 # removed after the run); BENCH_RUNTIME and
-# BENCH_ROUNDS override the seconds per fio run and the rounds (full: 10 s, 2);
+# BENCH_ROUNDS override the seconds per fio run and the rounds (full: 6 s, 5;
+# smoke: 2 s, 1);
 # BOOT_TIMEOUT (default: 3600 full, 600 smoke).
 # Exit status: 0 when the guest passed and every configuration reported.
 set -eu
