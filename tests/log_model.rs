@@ -196,10 +196,20 @@ fn disk_bit(image: &[u8], region: u64) -> bool {
 
 #[test]
 fn a_flushed_mark_is_always_on_the_device() {
-    let dir = temp_dir("flush");
+    flushed_marks_reach_the_device("flush", 20_000, 9);
+}
+
+/// Few regions: regions are cleared and marked again between writes all
+/// the time (the unwritten-clear shortcut).
+#[test]
+fn a_flushed_mark_is_always_on_the_device_with_few_regions() {
+    flushed_marks_reach_the_device("flush-few", 50, 10);
+}
+
+fn flushed_marks_reach_the_device(name: &str, count: u64, seed: u64) {
+    let dir = temp_dir(name);
     let file = dir.join("log.img");
-    let count = 20_000u64;
-    std::fs::write(&file, vec![0u8; 1024 + 4096]).unwrap();
+    std::fs::write(&file, vec![0u8; image_len(count, 512) as usize]).unwrap();
     let table = format!("{} disk 2 {} 8", count * 8, file.display());
     let mut log = new_disk_log(&dir, &file, &table);
     let mut io = IoBuf::new();
@@ -210,7 +220,7 @@ fn a_flushed_mark_is_always_on_the_device() {
     assert_eq!(u32::from_le_bytes(image[0..4].try_into().unwrap()), MAGIC);
     assert_eq!(u64::from_le_bytes(image[8..16].try_into().unwrap()), count);
 
-    let mut rng = Lcg(9);
+    let mut rng = Lcg(seed);
     // The resync: every region clean and in sync. The device records a
     // region clean only when it is in sync too.
     for r in 0..count {
@@ -312,6 +322,60 @@ fn a_flush_writes_nearby_changes_as_one_transfer() {
     }
     // Unchanged bits inside a merged span were rewritten as they were.
     assert!(!disk_bit(&image, 101));
+}
+
+#[test]
+fn marking_a_region_whose_clear_is_unwritten_needs_no_write() {
+    let dir = temp_dir("unwritten");
+    let file = dir.join("log.img");
+    std::fs::write(&file, vec![0u8; 4096]).unwrap();
+    let table = format!("{} disk 2 {} 8", 100 * 8, file.display());
+    let mut log = new_disk_log(&dir, &file, &table);
+    let mut io = IoBuf::new();
+    log.resume(&mut io).unwrap();
+    for r in 0..100 {
+        log.set_region_sync(r, true);
+        log.clear(r);
+    }
+    log.write_back(&mut io).unwrap();
+    let counts = |log: &DirtyLog| log.disk().unwrap().io_counts();
+    let on_device = |r| !disk_bit(&std::fs::read(&file).unwrap(), r);
+
+    log.mark(5);
+    log.flush(&mut io).unwrap();
+    let marked = counts(&log);
+    assert!(on_device(5));
+    // Cleared, deferred, marked again: the device never saw the clear.
+    for _ in 0..10 {
+        log.clear(5);
+        log.flush(&mut io).unwrap();
+        log.mark(5);
+        log.flush(&mut io).unwrap();
+    }
+    assert_eq!(counts(&log), marked, "no write, no cache flush");
+    assert!(on_device(5));
+
+    // A clear that reached the device ends the shortcut.
+    log.clear(5);
+    log.write_back(&mut io).unwrap();
+    assert!(!on_device(5));
+    log.mark(5);
+    log.flush(&mut io).unwrap();
+    assert!(on_device(5));
+
+    // A clear written by another mark's flush is forgotten: the next mark
+    // of that region is written and flushed.
+    log.clear(5);
+    log.flush(&mut io).unwrap();
+    log.mark(7);
+    log.clear(9);
+    log.flush(&mut io).unwrap();
+    assert!(!on_device(9) && on_device(7));
+    let before = counts(&log);
+    log.mark(9);
+    log.flush(&mut io).unwrap();
+    assert!(on_device(9));
+    assert_eq!(counts(&log).flushes, before.flushes + 1);
 }
 
 #[test]

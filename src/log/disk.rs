@@ -98,7 +98,16 @@ pub struct DiskStore {
     /// Failed writes and flushes since the last success.
     failures: u64,
     io: IoCounts,
+    /// Regions cleared since the last write while no mark was pending: the
+    /// device still records them dirty (see `note_change`), so marking one
+    /// again needs no write. A region rewritten again and again (a journal,
+    /// a sequential writer) costs the device nothing between idle times.
+    /// When full, further clears just lose the shortcut.
+    unwritten_clears: heapless::Vec<u64, UNWRITTEN_CLEAR_SLOTS>,
 }
+
+/// How many unwritten clears a disk log remembers (8 bytes each).
+pub const UNWRITTEN_CLEAR_SLOTS: usize = 32;
 
 /// Requests issued to a log device, for the SIGUSR1 summary and the tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -128,6 +137,7 @@ impl DiskStore {
             health: DeviceHealth::Alive,
             failures: 0,
             io: IoCounts::default(),
+            unwritten_clears: heapless::Vec::new(),
         })
     }
 
@@ -152,13 +162,28 @@ impl DiskStore {
         self.dirty_blocks.heap_bytes()
     }
 
-    /// Records that the region's recorded bit changed; `marked` when it
+    /// Records that the region's clean or sync bit changed; `marked` when it
     /// became dirty (or left sync), which the next flush must make durable.
+    ///
+    /// A region recorded clean is clean and in sync, so a region "becomes
+    /// clean" only from recorded dirty. While no mark is pending, nothing
+    /// went dirty since the last write, so such a region is still dirty on
+    /// the device: remembered in `unwritten_clears`, its next mark is free.
+    /// (A clear while a mark is pending needs no slot: that mark's flush
+    /// writes, and every write forgets the unwritten clears.)
     #[inline]
     pub fn note_change(&mut self, region: u64, marked: bool) {
+        if marked {
+            if let Some(at) = self.unwritten_clears.iter().position(|&r| r == region) {
+                self.unwritten_clears.swap_remove(at);
+                return;
+            }
+            self.marks_pending = true;
+        } else if !self.marks_pending {
+            let _ = self.unwritten_clears.push(region);
+        }
         let block = (BITMAP_OFFSET + region / 8) >> self.block_shift;
         self.dirty_blocks.set(block);
-        self.marks_pending |= marked;
     }
 
     /// Fills `out` with the image bytes at `offset` (a block boundary). A
@@ -217,6 +242,9 @@ impl DiskStore {
         if !self.loaded || (!self.marks_pending && self.dirty_blocks.none_set()) {
             return Ok(());
         }
+        // From the first block written on, the device may record these
+        // regions clean: even a failed write ends the shortcut.
+        self.unwritten_clears.clear();
         let blocks = self.dirty_blocks.len();
         let max_span = (IO_BUF_LEN >> self.block_shift) as u64;
         let max_gap = MERGE_GAP >> self.block_shift;
