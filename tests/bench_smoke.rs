@@ -27,7 +27,7 @@ const WORK: &str = env!("CARGO_TARGET_TMPDIR");
 
 const SIZES: [&str; 2] = ["small", "large"];
 const LOGS: [&str; 5] = ["kcore", "kdisk", "ucore", "udisk", "udisk_if"];
-const JOBS: [&str; 3] = ["randw_qd1", "randw_qd16", "seqw"];
+const JOBS: [&str; 4] = ["randw_qd1", "randw_qd16", "seqw", "seqw4k"];
 
 /// The value of `key=` in a result line.
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {

@@ -15,6 +15,8 @@
 #     randw_qd1   4 KiB random writes, queue depth 1
 #     randw_qd16  4 KiB random writes, queue depth 16
 #     seqw        1 MiB sequential writes, queue depth 1, over the first 256 MiB
+#     seqw4k      4 KiB sequential writes, queue depth 1, over the first 256 MiB
+#                 (a journal or log writer: 128 writes per region in a row)
 #   resync: time of a full resync of a 4,096-region mirror (2 GiB; created
 #     without nosync), kernel core log vs dm-ulogd core, from `dmsetup create`
 #     until the status shows every region in sync (dmsetup wait on the table
@@ -89,9 +91,10 @@ job_args() {
         randw_qd1) echo "--rw=randwrite --bs=4k --iodepth=1 --ioengine=$ENGINE" ;;
         randw_qd16) echo "--rw=randwrite --bs=4k --iodepth=16 --ioengine=$ENGINE" ;;
         seqw) echo "--rw=write --bs=1M --iodepth=1 --size=$SEQ_SIZE --ioengine=$ENGINE" ;;
+        seqw4k) echo "--rw=write --bs=4k --iodepth=1 --size=$SEQ_SIZE --ioengine=$ENGINE" ;;
     esac
 }
-JOBS="randw_qd1 randw_qd16 seqw"
+JOBS="randw_qd1 randw_qd16 seqw seqw4k"
 
 if [ "$MODE" = full ]; then
     # Write the host storage behind the legs once (sparse files allocate on

@@ -38,6 +38,7 @@ case $JOB in
     randw_qd1) JA="--rw=randwrite --bs=4k --iodepth=1" ;;
     randw_qd16) JA="--rw=randwrite --bs=4k --iodepth=16" ;;
     seqw) JA="--rw=write --bs=1M --iodepth=1 --size=256M" ;;
+    seqw4k) JA="--rw=write --bs=4k --iodepth=1 --size=256M" ;;
 esac
 for cfg in $CFGS; do
     case $cfg in
