@@ -251,6 +251,16 @@ wait_kmsg() {
     return 0
 }
 
+# log_device_writes: the writes dm-ulogd has issued to the device of its
+# (newest) disk log, from the SIGUSR1 summary ("log device M:m: W writes").
+log_device_writes() {
+    _re='dm-ulogd.*log device [0-9:]*: [0-9]* writes'
+    _before=$(kmsg_count "$_re")
+    kill -USR1 "$(daemon_pid)" || fail "cannot signal dm-ulogd"
+    wait_kmsg "$_re" $((_before + 1)) 10 || fail "dm-ulogd logged no log device line within 10 s of SIGUSR1"
+    dmesg | grep -E "$_re" | tail -1 | sed 's/.*: \([0-9][0-9]*\) writes.*/\1/'
+}
+
 # ---------------------------------------------------------------- disks
 
 # The disks the host gave us, in order.
