@@ -301,16 +301,21 @@ impl ConnectorSocket {
         }
         let mut sent = 0;
         while sent < batch.count {
+            // The system call itself: musl's sendmmsg on 64-bit targets is a
+            // loop of sendmsg calls (it fixes up msghdr fields that are int
+            // in its ABI and size_t in the kernel's; ours are zeroed, pads
+            // included, so the kernel reads them right).
             // SAFETY: headers sent..count point at the live kernel address
             // and at iovecs over initialised bytes of `batch`, all of which
-            // outlive the call; sendmmsg only reads them (and writes the
+            // outlive the call; the kernel only reads them (and writes the
             // headers' msg_len).
             let n = unsafe {
-                libc::sendmmsg(
+                libc::syscall(
+                    libc::SYS_sendmmsg,
                     self.fd.as_raw_fd(),
                     hdrs[sent..].as_mut_ptr(),
-                    (batch.count - sent) as _,
-                    0,
+                    (batch.count - sent) as libc::c_uint,
+                    0 as libc::c_uint,
                 )
             };
             if n < 0 {
