@@ -19,6 +19,15 @@ use crate::wire::frame::{MAX_KERNEL_DATAGRAM, REPLY_BUF_LEN};
 /// disk logs deferred.
 const IDLE_WRITE_BACK: Duration = Duration::from_secs(2);
 
+/// After a request, the daemon waits this long for the next one in a
+/// blocking receive before it goes back to the poll: while the kernel keeps
+/// asking, a request costs one receive and one send, no poll.
+const NEXT_REQUEST_WAIT: Duration = Duration::from_millis(20);
+
+/// Batches handled in such blocking receives before the loop polls again,
+/// so that signals are seen under endless load too.
+const BATCHES_BETWEEN_POLLS: u32 = 256;
+
 const NETLINK: Token = Token(0);
 const SIGNALS: Token = Token(1);
 
@@ -28,6 +37,7 @@ const RECV_BUF_LEN: usize = MAX_KERNEL_DATAGRAM + 1;
 
 /// Serves until SIGTERM or SIGINT arrives while no log is live.
 pub fn run(server: &mut Server, socket: &ConnectorSocket, signals: &SignalFd) -> io::Result<()> {
+    socket.set_receive_wait(NEXT_REQUEST_WAIT)?;
     let mut poll = Poll::new()?;
     poll.registry().register(
         &mut SourceFd(&socket.as_raw_fd()),
@@ -60,17 +70,23 @@ pub fn run(server: &mut Server, socket: &ConnectorSocket, signals: &SignalFd) ->
     }
 }
 
-/// mio is edge-triggered: read until the queue is empty. Each recvmmsg
-/// takes a batch of requests, their replies leave in one sendmmsg: at queue
-/// depth one that is a poll, a receive and a send per request.
+/// Serves requests until the socket stays quiet for NEXT_REQUEST_WAIT (or
+/// after BATCHES_BETWEEN_POLLS batches, once the queue is empty). mio is
+/// edge-triggered, so the socket is always left empty. Each recvmmsg takes
+/// a batch of requests, their replies leave in one sendmmsg: under load a
+/// request costs a receive and a send, as for a blocking server.
 fn drain_socket(
     server: &mut Server,
     socket: &ConnectorSocket,
     rx: &mut Datagrams<RECV_BUF_LEN>,
     tx: &mut Datagrams<REPLY_BUF_LEN>,
 ) -> io::Result<()> {
+    let mut batches = 0u32;
     loop {
-        match socket.recv_batch(rx) {
+        // The first receive follows the poll's readiness, so it need not
+        // wait; the last ones must not, so the loop gets back to the poll.
+        let wait = batches > 0 && batches < BATCHES_BETWEEN_POLLS;
+        match socket.recv_batch(rx, wait) {
             Ok(()) => {}
             Err(Errno::EAGAIN) => return Ok(()),
             Err(Errno::EINTR) => continue,
@@ -105,9 +121,10 @@ fn drain_socket(
         socket.send_batch(tx, |e| {
             log::warn!("sending a reply to the kernel failed: {}", e.desc());
         });
-        if !rx.is_full() {
+        if !rx.is_full() && batches >= BATCHES_BETWEEN_POLLS {
             return Ok(());
         }
+        batches = batches.saturating_add(1);
     }
 }
 

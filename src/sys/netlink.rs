@@ -47,7 +47,8 @@ impl core::fmt::Display for SocketError {
     }
 }
 
-/// A non-blocking NETLINK_CONNECTOR socket subscribed to CN_IDX_DM.
+/// A NETLINK_CONNECTOR socket subscribed to CN_IDX_DM. It is a blocking
+/// socket: each receive says whether it may wait (MSG_DONTWAIT or not).
 #[derive(Debug)]
 pub struct ConnectorSocket {
     fd: OwnedFd,
@@ -89,7 +90,7 @@ impl ConnectorSocket {
         let raw: RawFd = unsafe {
             libc::socket(
                 libc::AF_NETLINK,
-                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
                 NETLINK_CONNECTOR,
             )
         };
@@ -101,6 +102,17 @@ impl ConnectorSocket {
         }
         // SAFETY: see above: `raw` is a fresh, valid, unowned descriptor.
         Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    }
+
+    /// Bounds how long a waiting `recv_batch` blocks (SO_RCVTIMEO).
+    pub fn set_receive_wait(&self, wait: std::time::Duration) -> Result<(), Errno> {
+        use nix::sys::time::{TimeVal, TimeValLike};
+        let micros = i64::try_from(wait.as_micros()).unwrap_or(i64::MAX);
+        socket::setsockopt(
+            &self.fd,
+            sockopt::ReceiveTimeout,
+            &TimeVal::microseconds(micros),
+        )
     }
 
     /// The receive queue size the kernel granted.
@@ -224,12 +236,22 @@ impl<const LEN: usize> Datagrams<LEN> {
 
 impl ConnectorSocket {
     /// Replaces `batch` with the datagrams queued on the socket, up to
-    /// BATCH, in one recvmmsg. EAGAIN when none is queued, ENOBUFS when the
+    /// BATCH, in one recvmmsg; with `wait`, first waits for one up to the
+    /// `set_receive_wait` time. EAGAIN when none came, ENOBUFS when the
     /// queue overflowed and datagrams were lost. A batch that is not full
     /// emptied the queue: recvmmsg stops early only when the queue is empty
     /// or on an error, which it keeps for the next call, and a queue
     /// overflow also wakes the poller again.
-    pub fn recv_batch<const LEN: usize>(&self, batch: &mut Datagrams<LEN>) -> Result<(), Errno> {
+    pub fn recv_batch<const LEN: usize>(
+        &self,
+        batch: &mut Datagrams<LEN>,
+        wait: bool,
+    ) -> Result<(), Errno> {
+        let flags = if wait {
+            libc::MSG_WAITFORONE
+        } else {
+            libc::MSG_DONTWAIT
+        };
         batch.count = 0;
         // SAFETY: all-zero bytes are valid sockaddr_nl, iovec and mmsghdr
         // values (null pointers, zero lengths).
@@ -254,7 +276,7 @@ impl ConnectorSocket {
                 self.fd.as_raw_fd(),
                 hdrs.as_mut_ptr(),
                 BATCH as _,
-                libc::MSG_DONTWAIT as _,
+                flags as _,
                 std::ptr::null_mut(),
             )
         };
