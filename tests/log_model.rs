@@ -189,6 +189,27 @@ fn new_disk_log(dir: &Path, file: &Path, table: &str) -> DirtyLog {
     DirtyLog::new(&args, clean, sync, Some(store), Origin::New)
 }
 
+/// A disk log of `count` regions over a fresh zeroed image file of
+/// `image_bytes`, resumed (a new log: nothing in sync).
+fn resumed_disk_log(name: &str, count: u64, image_bytes: usize) -> (PathBuf, DirtyLog, IoBuf) {
+    let dir = temp_dir(name);
+    let file = dir.join("log.img");
+    std::fs::write(&file, vec![0u8; image_bytes]).unwrap();
+    let table = format!("{} disk 2 {} 8", count * 8, file.display());
+    let mut log = new_disk_log(&dir, &file, &table);
+    let mut io = IoBuf::new();
+    log.resume(&mut io).unwrap();
+    (file, log, io)
+}
+
+/// Makes `regions` in sync and clean, as their recovery would.
+fn recover(log: &mut DirtyLog, regions: impl IntoIterator<Item = u64>) {
+    for r in regions {
+        log.set_region_sync(r, true);
+        log.clear(r);
+    }
+}
+
 fn disk_bit(image: &[u8], region: u64) -> bool {
     let byte = image[(BITMAP_OFFSET + region / 8) as usize];
     byte & (1 << (region % 8)) != 0
@@ -207,13 +228,7 @@ fn a_flushed_mark_is_always_on_the_device_with_few_regions() {
 }
 
 fn flushed_marks_reach_the_device(name: &str, count: u64, seed: u64) {
-    let dir = temp_dir(name);
-    let file = dir.join("log.img");
-    std::fs::write(&file, vec![0u8; image_len(count, 512) as usize]).unwrap();
-    let table = format!("{} disk 2 {} 8", count * 8, file.display());
-    let mut log = new_disk_log(&dir, &file, &table);
-    let mut io = IoBuf::new();
-    log.resume(&mut io).unwrap();
+    let (file, mut log, mut io) = resumed_disk_log(name, count, image_len(count, 512) as usize);
     // A zeroed device is a new log: everything out of sync, nothing clean on disk.
     assert_eq!(log.sync_count(), 0);
     let image = std::fs::read(&file).unwrap();
@@ -256,13 +271,7 @@ fn flushed_marks_reach_the_device(name: &str, count: u64, seed: u64) {
 
 #[test]
 fn a_clear_only_flush_is_deferred_until_write_back() {
-    let dir = temp_dir("lazy");
-    let file = dir.join("log.img");
-    std::fs::write(&file, vec![0u8; 4096]).unwrap();
-    let table = format!("{} disk 2 {} 8", 100 * 8, file.display());
-    let mut log = new_disk_log(&dir, &file, &table);
-    let mut io = IoBuf::new();
-    log.resume(&mut io).unwrap();
+    let (file, mut log, mut io) = resumed_disk_log("lazy", 100, 4096);
     log.set_region_sync(5, true);
     log.mark(5);
     log.flush(&mut io).unwrap();
@@ -278,14 +287,8 @@ fn a_clear_only_flush_is_deferred_until_write_back() {
 
 #[test]
 fn a_flush_writes_nearby_changes_as_one_transfer() {
-    let dir = temp_dir("merge");
-    let file = dir.join("log.img");
     let count = 4 * 1024 * 1024u64; // 512 KiB of bits: several transfers
-    std::fs::write(&file, vec![0u8; image_len(count, 512) as usize]).unwrap();
-    let table = format!("{} disk 2 {} 8", count * 8, file.display());
-    let mut log = new_disk_log(&dir, &file, &table);
-    let mut io = IoBuf::new();
-    log.resume(&mut io).unwrap();
+    let (file, mut log, mut io) = resumed_disk_log("merge", count, image_len(count, 512) as usize);
     let bits_apart = |bytes: u64| bytes * 8;
     let near = [
         100,
@@ -293,10 +296,7 @@ fn a_flush_writes_nearby_changes_as_one_transfer() {
         100 + bits_apart(MERGE_GAP),
     ];
     let far = [2_000_000, 2_000_000 + bits_apart(4 * MERGE_GAP)];
-    for r in near.iter().chain(&far) {
-        log.set_region_sync(*r, true);
-        log.clear(*r);
-    }
+    recover(&mut log, near.iter().chain(&far).copied());
     log.write_back(&mut io).unwrap();
     let counts = |log: &DirtyLog| log.disk().unwrap().io_counts();
     let before = counts(&log);
@@ -326,17 +326,8 @@ fn a_flush_writes_nearby_changes_as_one_transfer() {
 
 #[test]
 fn marking_a_region_whose_clear_is_unwritten_needs_no_write() {
-    let dir = temp_dir("unwritten");
-    let file = dir.join("log.img");
-    std::fs::write(&file, vec![0u8; 4096]).unwrap();
-    let table = format!("{} disk 2 {} 8", 100 * 8, file.display());
-    let mut log = new_disk_log(&dir, &file, &table);
-    let mut io = IoBuf::new();
-    log.resume(&mut io).unwrap();
-    for r in 0..100 {
-        log.set_region_sync(r, true);
-        log.clear(r);
-    }
+    let (file, mut log, mut io) = resumed_disk_log("unwritten", 100, 4096);
+    recover(&mut log, 0..100);
     log.write_back(&mut io).unwrap();
     let counts = |log: &DirtyLog| log.disk().unwrap().io_counts();
     let on_device = |r| !disk_bit(&std::fs::read(&file).unwrap(), r);
