@@ -45,19 +45,10 @@ smaps_lines() {
         "/proc/$DPID/smaps" >"$_CONSOLE"
 }
 
-# The daemon's request counter: SIGUSR1 makes it log a summary line
-# ("... N requests, ...") to /dev/kmsg (--daemon); wait for that line.
-_summary_lines() { dmesg | grep -c 'dm-ulogd.*live log(s).*requests' ; }
+# The daemon's request counter, from its SIGUSR1 summary line
+# ("... live log(s), ...; N requests, ...").
 daemon_requests() {
-    _before=$(_summary_lines)
-    kill -USR1 "$(daemon_pid)" || fail "cannot signal dm-ulogd"
-    _n=0
-    while [ "$(_summary_lines)" -le "$_before" ]; do
-        _n=$((_n + 1))
-        [ $_n -lt 100 ] || fail "dm-ulogd logged no summary within 10 s of SIGUSR1"
-        sleep 0.1
-    done
-    dmesg | grep 'dm-ulogd.*live log(s).*requests' | tail -1 |
+    daemon_summary 'dm-ulogd.*live log\(s\).*requests' |
         sed 's/.*; \([0-9][0-9]*\) requests.*/\1/'
 }
 

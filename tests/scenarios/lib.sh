@@ -251,14 +251,21 @@ wait_kmsg() {
     return 0
 }
 
+# daemon_summary ERE: signals dm-ulogd (SIGUSR1: a summary to /dev/kmsg
+# under --daemon), waits up to 10 s for one more kernel log line matching
+# ERE and prints the newest such line.
+daemon_summary() {
+    _before=$(kmsg_count "$1")
+    kill -USR1 "$(daemon_pid)" || fail "cannot signal dm-ulogd"
+    wait_kmsg "$1" $((_before + 1)) 10 || fail "dm-ulogd logged no '$1' line within 10 s of SIGUSR1"
+    dmesg | grep -E "$1" | tail -1
+}
+
 # log_device_writes: the writes dm-ulogd has issued to the device of its
 # (newest) disk log, from the SIGUSR1 summary ("log device M:m: W writes").
 log_device_writes() {
-    _re='dm-ulogd.*log device [0-9:]*: [0-9]* writes'
-    _before=$(kmsg_count "$_re")
-    kill -USR1 "$(daemon_pid)" || fail "cannot signal dm-ulogd"
-    wait_kmsg "$_re" $((_before + 1)) 10 || fail "dm-ulogd logged no log device line within 10 s of SIGUSR1"
-    dmesg | grep -E "$_re" | tail -1 | sed 's/.*: \([0-9][0-9]*\) writes.*/\1/'
+    daemon_summary 'dm-ulogd.*log device [0-9:]*: [0-9]* writes' |
+        sed 's/.*: \([0-9][0-9]*\) writes.*/\1/'
 }
 
 # ---------------------------------------------------------------- disks
