@@ -129,6 +129,13 @@ impl Bitmap {
     }
 
     /// Copies another bitmap of the same length.
+    /// Keeps only the bits also set in `other` (of the same length).
+    pub fn and_assign(&mut self, other: &Bitmap) {
+        for (a, b) in self.words.iter_mut().zip(other.words.iter()) {
+            *a &= b;
+        }
+    }
+
     pub fn copy_from(&mut self, other: &Bitmap) {
         self.words.copy_from_slice(&other.words);
     }

@@ -133,7 +133,7 @@ fn drain_signals(server: &mut Server, signals: &SignalFd) -> io::Result<bool> {
     while let Some(info) = signals.read_signal()? {
         match Signal::try_from(info.ssi_signo as i32) {
             Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => {
-                if server.registry().is_empty() {
+                if server.may_exit() {
                     log::info!("no log is live; exiting");
                     return Ok(true);
                 }

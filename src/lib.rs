@@ -6,6 +6,7 @@ pub mod bitmap;
 pub mod cli;
 pub mod event_loop;
 pub mod log;
+pub mod mirrors;
 pub mod registry;
 pub mod server;
 pub mod startup;

@@ -5,6 +5,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use dm_ulogd::cli::{self, Command, Options};
 use dm_ulogd::event_loop;
+use dm_ulogd::mirrors::DmMirrors;
 use dm_ulogd::server::{Limits, Server};
 use dm_ulogd::startup::{self, ExitCode, Fatal, LogTarget, Ready};
 use dm_ulogd::sys::netlink::{ConnectorSocket, SocketError};
@@ -101,7 +102,11 @@ fn serve(opts: &Options, ready: &mut Option<Ready>) -> Result<(), Fatal> {
         max_logs: opts.max_logs,
         memory_budget: opts.memory_budget,
     };
-    let mut server = Server::new(limits, state_dir, node_dir);
+    let mirror_nodes = node_dir
+        .try_clone()
+        .map_err(|e| Fatal::new(ExitCode::Runtime, format!("dup of --node-dir: {e}")))?;
+    let mirrors = Box::new(DmMirrors::new(mirror_nodes));
+    let mut server = Server::new(limits, state_dir, node_dir, mirrors);
     if opts.mlock {
         startup::harden();
     }

@@ -2,6 +2,7 @@
 //! memory budget their bitmaps are charged against.
 
 use std::cell::Cell;
+use std::time::Instant;
 
 use crate::log::DirtyLog;
 use crate::wire::ulog::MAX_UUID_LEN;
@@ -9,6 +10,12 @@ use crate::wire::ulog::MAX_UUID_LEN;
 pub struct Entry {
     pub uuid: heapless::Vec<u8, MAX_UUID_LEN>,
     pub luid: u64,
+    /// A digest of the constructor string.
+    pub ctr_hash: u64,
+    /// When the kernel last asked about this log.
+    pub last_request: Instant,
+    /// RESUME came at least once: the log's table went live.
+    pub resumed: bool,
     pub log: DirtyLog,
 }
 
@@ -34,11 +41,12 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Reserves room for `max_logs` entries now, so inserting never
+    /// Reserves room for `max_logs` entries now, and as many again for
+    /// logs the kernel reconnects (see `insert`), so inserting never
     /// allocates; `budget` bounds the bytes of all bitmaps together.
     pub fn new(max_logs: usize, budget: usize) -> Self {
         Registry {
-            entries: Vec::with_capacity(max_logs),
+            entries: Vec::with_capacity(max_logs.saturating_mul(2)),
             last_hit: Cell::new(0),
             max_logs,
             budget,
@@ -94,9 +102,19 @@ impl Registry {
         Ok(())
     }
 
-    /// Adds a log; the caller has checked room with `check_room`.
-    pub fn insert(&mut self, entry: Entry) -> Result<(), NoRoom> {
-        self.check_room(entry.log.heap_bytes())?;
+    /// Adds a log; the caller has checked room with `check_room`. A log
+    /// `restored` from its saved state when the kernel reconnects it held
+    /// its room before the restart and is admitted beyond the limits (a
+    /// refusal would make the kernel retry forever), as long as the
+    /// reserved entries last.
+    pub fn insert(&mut self, entry: Entry, restored: bool) -> Result<(), NoRoom> {
+        if !restored {
+            self.check_room(entry.log.heap_bytes())?;
+        } else if self.entries.len() == self.entries.capacity() {
+            return Err(NoRoom::TooManyLogs {
+                max_logs: self.max_logs,
+            });
+        }
         self.used += entry.log.heap_bytes();
         self.entries.push(entry);
         Ok(())

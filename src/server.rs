@@ -4,15 +4,18 @@
 
 use core::fmt;
 use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::sys::stat;
 
 use crate::bitmap::Bitmap;
 use crate::log::device::LogDevice;
-use crate::log::disk::{DiskStore, IoBuf};
+use crate::log::disk::{DeviceIo, DiskStore};
 use crate::log::params::{self, LogArgs};
-use crate::log::state::{Identity, StateDir};
+use crate::log::state::{Identity, Saved, StateDir, fnv1a};
 use crate::log::{DirtyLog, Origin};
+use crate::mirrors::{LegSet, Mirrors};
 use crate::registry::{Entry, NoRoom, Registry};
 use crate::wire::frame::{
     self, REPLY_BUF_LEN, REPLY_DATA_OFFSET, REQUEST_OFFSET, Rejection, Request,
@@ -39,7 +42,7 @@ pub struct Counters {
 
 pub struct Server {
     registry: Registry,
-    io: IoBuf,
+    io: DeviceIo,
     /// State files.
     state: StateDir,
     /// Where major:minor log devices get their short-lived device nodes: a
@@ -104,11 +107,17 @@ fn put_u64(out: &mut [u8], at: usize, v: u64) {
 }
 
 impl Server {
-    /// `state_dir` and `node_dir` are the open --state-dir and --node-dir.
-    pub fn new(limits: Limits, state_dir: OwnedFd, node_dir: OwnedFd) -> Self {
+    /// `state_dir` and `node_dir` are the open --state-dir and --node-dir;
+    /// `mirrors` finds and flushes the legs of the mirrors disk logs serve.
+    pub fn new(
+        limits: Limits,
+        state_dir: OwnedFd,
+        node_dir: OwnedFd,
+        mirrors: Box<dyn Mirrors>,
+    ) -> Self {
         Server {
             registry: Registry::new(limits.max_logs, limits.memory_budget),
-            io: IoBuf::new(),
+            io: DeviceIo::new(mirrors),
             state: StateDir::new(state_dir),
             node_dir,
             counters: Counters::default(),
@@ -205,8 +214,8 @@ impl Server {
             return self.construct(req, out);
         }
         let Some(index) = self.registry.find(req.uuid, req.luid) else {
-            if matches!(kind, RequestType::Postsuspend | RequestType::Dtr) {
-                // A log a previous daemon served, torn down before the
+            if kind == RequestType::Postsuspend {
+                // A log a previous daemon served, suspended before the
                 // kernel reconnected it: its disk image gets the saved bits
                 // (clears the dead daemon had deferred included).
                 self.write_back_saved(req.uuid, req.luid);
@@ -254,7 +263,7 @@ impl Server {
             log::info!("log {} destroyed", Uuid(&entry.uuid));
             return Ok(0);
         }
-        let result = self.operate(kind, index, req.data, out);
+        let result = self.operate(kind, index, req, out);
         if let Err(e) = result
             && (e != Errno::EIO || worth_logging(self.counters.error_replies + 1))
         {
@@ -275,10 +284,21 @@ impl Server {
         &mut self,
         kind: RequestType,
         index: usize,
-        data: &[u8],
+        req: &Request<'_>,
         out: &mut [u8],
     ) -> Result<usize, Errno> {
-        let log = &mut self.registry.get_mut(index).log;
+        let data = req.data;
+        if kind == RequestType::Resume && self.registry.get(index).log.disk().is_some() {
+            // A reload can change the legs: look them up at every RESUME.
+            let legs = self.find_legs(req.uuid);
+            self.registry.get_mut(index).log.set_legs(legs);
+        }
+        let entry = self.registry.get_mut(index);
+        if kind == RequestType::Resume {
+            entry.resumed = true;
+        }
+        entry.last_request = Instant::now();
+        let log = &mut entry.log;
         let expect_empty = |data: &[u8]| {
             if data.is_empty() {
                 Ok(())
@@ -392,7 +412,8 @@ impl Server {
     }
 
     /// CTR: a new log, or a log this daemon already holds (the kernel
-    /// reconnecting after a lost request), which is kept as it is.
+    /// reconnecting after a lost request), which is kept as it is when the
+    /// constructor text is the same.
     fn construct(&mut self, req: &Request<'_>, out: &mut [u8]) -> Result<usize, Errno> {
         // A reconnecting kernel sends the string with its NUL and has no room
         // for reply data; the first CTR of a table has no NUL.
@@ -402,12 +423,27 @@ impl Server {
         };
         let uuid = Uuid(req.uuid);
         if let Some(index) = self.registry.find(req.uuid, req.luid) {
-            log::info!("log {uuid}: CTR for a live log; kept as it is");
-            return Ok(if reconnect {
-                0
-            } else {
-                device_reply(&self.registry.get(index).log, text, out)
-            });
+            let entry = self.registry.get(index);
+            if entry.ctr_hash == ctr_hash(text) {
+                log::info!("log {uuid}: CTR for a live log; kept as it is");
+                return Ok(if reconnect {
+                    0
+                } else {
+                    device_reply(&entry.log, text, out)
+                });
+            }
+            // The luid is the address of the kernel's log context. A live
+            // log whose luid comes back with another table was freed by the
+            // kernel without a DTR: userspace_ctr does that when the table
+            // load fails after the CTR (dm_get_device refused the device).
+            // That log is gone; never answer from it, never write its device.
+            log::warn!(
+                "log {uuid}: a new table reuses the id of a log whose table load failed after \
+                 its CTR; the old log ({}) is dropped without touching its device",
+                entry.log.log_type().name()
+            );
+            self.registry.remove(index);
+            self.state.remove(req.uuid, req.luid);
         }
         let args = params::parse(text).map_err(|e| {
             log::error!(
@@ -420,28 +456,36 @@ impl Server {
             log::error!("table refused: the log has an empty uuid");
             return Err(Errno::EINVAL);
         }
-        if let Err(no_room) = self
-            .registry
-            .check_room(DirtyLog::heap_bytes_for(args.region_count))
-        {
-            log_no_room(&uuid, no_room);
-            return Err(Errno::ENOMEM);
-        }
-        let store = match args.device {
-            Some(spec) => Some(self.open_store(&uuid, spec, &args)?),
-            None => None,
-        };
         let id = Identity {
             uuid: req.uuid,
             luid: req.luid,
             ctr: text,
             region_count: args.region_count,
         };
-        let (clean, sync, origin) = self.bits_for(&id, reconnect)?;
+        // A log the kernel reconnects keeps the room it had: refusing it
+        // (a lower --max-logs now) would make the kernel retry forever.
+        let saved = if reconnect { self.saved(&id) } else { None };
+        if saved.is_none() {
+            self.check_room(&uuid, DirtyLog::heap_bytes_for(args.region_count))?;
+        }
+        let store = match args.device {
+            Some(spec) => Some(self.open_store(&uuid, spec, &args, saved.as_ref())?),
+            None => None,
+        };
+        let (clean, sync, origin) = match saved {
+            Some(s) => (s.clean, s.sync, Origin::Restored),
+            None => {
+                let device = store.as_ref().map_or(0, |s| s.device().rdev());
+                self.fresh_bits(&id, reconnect, device)?
+            }
+        };
         let log = DirtyLog::new(&args, clean, sync, store, origin);
         let mut entry = Entry {
             uuid: heapless::Vec::new(),
             luid: req.luid,
+            ctr_hash: ctr_hash(text),
+            last_request: Instant::now(),
+            resumed: false,
             log,
         };
         // Fits: the wire view checked the uuid's length.
@@ -466,7 +510,7 @@ impl Server {
                 None => "",
             }
         );
-        if let Err(no_room) = self.registry.insert(entry) {
+        if let Err(no_room) = self.registry.insert(entry, origin == Origin::Restored) {
             log_no_room(&uuid, no_room);
             self.state.remove(req.uuid, req.luid);
             return Err(Errno::ENOMEM);
@@ -474,28 +518,51 @@ impl Server {
         Ok(reply)
     }
 
-    /// The bitmaps of a new log: its saved state when the kernel reconnects
-    /// a log a previous daemon served, else a fresh state file, else (when
-    /// the state directory fails) plain memory.
-    fn bits_for(
+    /// Checks that a new log needing `bytes` fits, after dropping the logs
+    /// of failed table loads if it does not.
+    fn check_room(&mut self, uuid: &Uuid<'_>, bytes: usize) -> Result<(), Errno> {
+        let mut room = self.registry.check_room(bytes);
+        if room.is_err() && self.reap_orphans() > 0 {
+            room = self.registry.check_room(bytes);
+        }
+        room.map_err(|no_room| {
+            log_no_room(uuid, no_room);
+            Errno::ENOMEM
+        })
+    }
+
+    /// The saved state of a log the kernel reconnects, if a previous daemon
+    /// left one for exactly this log.
+    fn saved(&mut self, id: &Identity<'_>) -> Option<Saved> {
+        match self.state.restore(id) {
+            Ok(saved) => saved,
+            Err(e) => {
+                log::warn!(
+                    "log {}: cannot read its saved state: {}",
+                    Uuid(id.uuid),
+                    e.desc()
+                );
+                None
+            }
+        }
+    }
+
+    /// The bitmaps of a log with no saved state: a fresh state file, else
+    /// (when the state directory fails) plain memory. `device` is the log
+    /// device's dev_t, kept in the state file.
+    fn fresh_bits(
         &mut self,
         id: &Identity<'_>,
         reconnect: bool,
+        device: u64,
     ) -> Result<(Bitmap, Bitmap, Origin), Errno> {
         let uuid = Uuid(id.uuid);
-        if reconnect {
-            match self.state.restore(id) {
-                Ok(Some((clean, sync))) => return Ok((clean, sync, Origin::Restored)),
-                Ok(None) => {}
-                Err(e) => log::warn!("log {uuid}: cannot read its saved state: {}", e.desc()),
-            }
-        }
         let origin = if reconnect {
             Origin::ReconnectUnknown
         } else {
             Origin::New
         };
-        match self.state.create(id) {
+        match self.state.create(id, device) {
             Ok((clean, sync)) => Ok((clean, sync, origin)),
             Err(e) => {
                 log::warn!(
@@ -514,16 +581,38 @@ impl Server {
         }
     }
 
+    /// Opens a disk log's device. A log restored from saved state opens the
+    /// device its previous daemon wrote, which is the one the kernel holds,
+    /// whatever `spec` resolves to now.
     fn open_store(
         &mut self,
         uuid: &Uuid<'_>,
         spec: &str,
         args: &LogArgs<'_>,
+        saved: Option<&Saved>,
     ) -> Result<DiskStore, Errno> {
-        let device = LogDevice::open(spec, self.node_dir.as_fd()).map_err(|e| {
-            log::error!("log {uuid}: table refused: log device {spec:?}: {e}");
-            e.errno
-        })?;
+        let held = saved.map_or(0, |s| s.device);
+        let device = if held != 0 {
+            let number = (stat::major(held), stat::minor(held));
+            let device = self.open_device(uuid, &number_spec(number), true)?;
+            if let Ok(now) = LogDevice::open(spec, self.node_dir.as_fd())
+                && now.rdev() != held
+            {
+                log::warn!(
+                    "log {uuid}: {spec:?} now names device {}:{}, but the kernel holds {}:{}, \
+                     which this log wrote before the restart: serving {}:{}",
+                    now.major(),
+                    now.minor(),
+                    number.0,
+                    number.1,
+                    number.0,
+                    number.1
+                );
+            }
+            device
+        } else {
+            self.open_device(uuid, spec, false)?
+        };
         let have = device.size();
         DiskStore::new(device, args.region_count).map_err(|need| {
             log::error!(
@@ -533,6 +622,69 @@ impl Server {
             );
             Errno::EINVAL
         })
+    }
+
+    fn open_device(&self, uuid: &Uuid<'_>, spec: &str, saved: bool) -> Result<LogDevice, Errno> {
+        LogDevice::open(spec, self.node_dir.as_fd()).map_err(|e| {
+            log::error!(
+                "log {uuid}: table refused: {}log device {spec:?}: {e}",
+                if saved { "the saved " } else { "" }
+            );
+            e.errno
+        })
+    }
+
+    /// The legs of the mirror that uses log `uuid`, for its disk log's leg
+    /// flushes; None (logged) when they cannot be found.
+    fn find_legs(&mut self, uuid: &[u8]) -> Option<LegSet> {
+        match self.io.mirrors.legs(uuid) {
+            Ok(legs) => Some(legs),
+            Err(e) => {
+                log::error!(
+                    "log {}: cannot find its mirror's legs ({e}); nothing will be recorded clean \
+                     on its log device, so a crash resyncs the whole mirror",
+                    Uuid(uuid)
+                );
+                None
+            }
+        }
+    }
+
+    /// Drops the logs of table loads that failed after their CTR: logs
+    /// never resumed, idle for ORPHAN_AGE, of a uuid that fewer mirror
+    /// tables (live or inactive) name than live logs have. An inactive
+    /// table waiting for its resume names its log, so it is kept. Returns
+    /// how many were dropped.
+    fn reap_orphans(&mut self) -> usize {
+        let mut dropped = 0;
+        let mut index = 0;
+        while index < self.registry.len() {
+            let entry = self.registry.get(index);
+            if entry.resumed || entry.last_request.elapsed() < ORPHAN_AGE {
+                index += 1;
+                continue;
+            }
+            let uuid = entry.uuid.clone();
+            let live = self.registry.iter().filter(|e| e.uuid == uuid).count();
+            match self.io.mirrors.references(&uuid) {
+                Ok(tables) if tables < live => {
+                    let old = self.registry.remove(index);
+                    self.state.remove(&old.uuid, old.luid);
+                    log::warn!(
+                        "log {}: dropped: its table load failed after the CTR (no table names \
+                         it, and it was never resumed)",
+                        Uuid(&old.uuid)
+                    );
+                    dropped += 1;
+                }
+                Ok(_) => index += 1,
+                Err(e) => {
+                    log::warn!("cannot look for logs of failed table loads: {e}");
+                    return dropped;
+                }
+            }
+        }
+        dropped
     }
 
     /// Counts and (rate-limited) logs a datagram dropped before parsing.
@@ -547,8 +699,13 @@ impl Server {
     }
 
     /// Writes a saved disk log's bits to its device, for a log the kernel
-    /// suspends or destroys without reconnecting it. Best effort: failing
-    /// leaves the device as the previous daemon left it, which is safe.
+    /// suspends before reconnecting it (a reload after a restart: the old
+    /// table is suspended before the new one resumes and destroyed after
+    /// it, so POSTSUSPEND is the last moment its image is the newest; a
+    /// DTR writes nothing). Never over a device a live log has loaded, and
+    /// only after the mirror's legs were flushed, since the saved bits may
+    /// record regions clean. Best effort: failing leaves the device as the
+    /// previous daemon left it, which is safe.
     fn write_back_saved(&mut self, uuid: &[u8], luid: u64) {
         let Some(ctr) = self.state.saved_ctr(uuid, luid) else {
             return;
@@ -556,36 +713,73 @@ impl Server {
         let Ok(args) = params::parse(&ctr) else {
             return;
         };
-        let Some(spec) = args.device else {
+        if args.device.is_none() {
             return;
-        };
+        }
         let id = Identity {
             uuid,
             luid,
             ctr: &ctr,
             region_count: args.region_count,
         };
-        let Ok(Some((clean, sync))) = self.state.restore(&id) else {
+        let Some(saved) = self.saved(&id) else {
             return;
         };
-        let Ok(device) = LogDevice::open(spec, self.node_dir.as_fd()) else {
+        // The device the previous daemon wrote, by number; regular files
+        // (tests) by their path.
+        let number = (stat::major(saved.device), stat::minor(saved.device));
+        let spec = match args.device {
+            Some(path) if saved.device == 0 => heapless::String::try_from(path).ok(),
+            _ => Some(number_spec(number)),
+        };
+        let Some(Ok(device)) = spec.map(|s| LogDevice::open(&s, self.node_dir.as_fd())) else {
             return;
         };
+        if let Some(live) = self.registry.iter().find(|e| {
+            e.log
+                .disk()
+                .is_some_and(|d| d.is_loaded() && d.device().same_device(&device))
+        }) {
+            log::info!(
+                "log {}: not reconnected before its suspend; its saved bits are not written, \
+                 since log {} serves its device now",
+                Uuid(uuid),
+                Uuid(&live.uuid)
+            );
+            return;
+        }
         let Ok(store) = DiskStore::new(device, args.region_count) else {
             return;
         };
-        let mut log = DirtyLog::new(&args, clean, sync, Some(store), Origin::Restored);
+        let legs = self.find_legs(uuid);
+        let mut log = DirtyLog::new(
+            &args,
+            saved.clean,
+            saved.sync,
+            Some(store),
+            Origin::Restored,
+        );
+        log.set_legs(legs);
         match log.resume(&mut self.io) {
             Ok(()) => log::info!(
-                "log {}: not reconnected before its teardown; saved bits written to its device",
+                "log {}: not reconnected before its suspend; saved bits written to its device",
                 Uuid(uuid)
             ),
             Err(e) => log::warn!(
-                "log {}: writing its saved bits at teardown failed: {}",
+                "log {}: writing its saved bits at suspend failed: {}",
                 Uuid(uuid),
                 e.desc()
             ),
         }
+    }
+
+    /// True when no log is live, after dropping those of failed table
+    /// loads: the daemon may exit without freezing a mirror.
+    pub fn may_exit(&mut self) -> bool {
+        if !self.registry.is_empty() {
+            self.reap_orphans();
+        }
+        self.registry.is_empty()
     }
 
     /// True when some disk log deferred writes (see `write_back_all`).
@@ -640,17 +834,41 @@ impl Server {
             if let Some(disk) = log.disk() {
                 let io = disk.io_counts();
                 log::info!(
-                    "log {} luid {}: log device {}:{}: {} writes, {} cache flushes",
+                    "log {} luid {}: log device {}:{}: {} writes, {} cache flushes, {} leg flushes{}",
                     Uuid(&e.uuid),
                     e.luid,
                     disk.device().major(),
                     disk.device().minor(),
                     io.writes,
-                    io.flushes
+                    io.flushes,
+                    io.leg_flushes,
+                    if disk.flush_failed() {
+                        " (legs could not be flushed: nothing is recorded clean)"
+                    } else {
+                        ""
+                    }
                 );
             }
         }
     }
+}
+
+/// A log never resumed and idle this long may be the leftover of a failed
+/// table load (the kernel sends CTR and GET_REGION_SIZE, then fails or
+/// stages the table within moments).
+const ORPHAN_AGE: Duration = Duration::from_secs(5);
+
+/// A digest of a constructor string: tells a retried table load with other
+/// arguments from the kernel reconnecting the same log.
+fn ctr_hash(text: &[u8]) -> u64 {
+    fnv1a(text)
+}
+
+/// "major:minor", the spec that opens a device by number.
+fn number_spec(number: (u64, u64)) -> heapless::String<48> {
+    let mut s = heapless::String::new();
+    let _ = fmt::Write::write_fmt(&mut s, format_args!("{}:{}", number.0, number.1));
+    s
 }
 
 fn log_no_room(uuid: &Uuid<'_>, no_room: NoRoom) {

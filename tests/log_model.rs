@@ -11,9 +11,10 @@ use nix::sys::stat::Mode;
 
 use dm_ulogd::bitmap::Bitmap;
 use dm_ulogd::log::device::LogDevice;
-use dm_ulogd::log::disk::{BITMAP_OFFSET, DiskStore, IoBuf, MAGIC, MERGE_GAP, image_len};
+use dm_ulogd::log::disk::{BITMAP_OFFSET, DeviceIo, DiskStore, MAGIC, MERGE_GAP, image_len};
 use dm_ulogd::log::params::{self, SyncMode};
 use dm_ulogd::log::{DirtyLog, Origin};
+use dm_ulogd::mirrors::FakeMirrors;
 
 /// The kernel's core log, literally.
 struct Model {
@@ -92,7 +93,7 @@ fn new_core_log(table: &str) -> DirtyLog {
 #[test]
 fn core_log_matches_the_kernels_core_log() {
     let mut rng = Lcg(42);
-    let mut io = IoBuf::new();
+    let mut io = DeviceIo::new(Box::new(FakeMirrors::two_legs()));
     for round in 0..40 {
         let count = 1 + rng.below(700);
         let sync_word = ["", " sync", " nosync"][round % 3];
@@ -186,18 +187,20 @@ fn new_disk_log(dir: &Path, file: &Path, table: &str) -> DirtyLog {
     let store = DiskStore::new(device, args.region_count).unwrap();
     let clean = Bitmap::try_new(args.region_count).unwrap();
     let sync = Bitmap::try_new(args.region_count).unwrap();
-    DirtyLog::new(&args, clean, sync, Some(store), Origin::New)
+    let mut log = DirtyLog::new(&args, clean, sync, Some(store), Origin::New);
+    log.set_legs(FakeMirrors::two_legs().0.borrow().legs.clone());
+    log
 }
 
 /// A disk log of `count` regions over a fresh zeroed image file of
 /// `image_bytes`, resumed (a new log: nothing in sync).
-fn resumed_disk_log(name: &str, count: u64, image_bytes: usize) -> (PathBuf, DirtyLog, IoBuf) {
+fn resumed_disk_log(name: &str, count: u64, image_bytes: usize) -> (PathBuf, DirtyLog, DeviceIo) {
     let dir = temp_dir(name);
     let file = dir.join("log.img");
     std::fs::write(&file, vec![0u8; image_bytes]).unwrap();
     let table = format!("{} disk 2 {} 8", count * 8, file.display());
     let mut log = new_disk_log(&dir, &file, &table);
-    let mut io = IoBuf::new();
+    let mut io = DeviceIo::new(Box::new(FakeMirrors::two_legs()));
     log.resume(&mut io).unwrap();
     (file, log, io)
 }
@@ -375,7 +378,7 @@ fn a_disk_log_reloads_its_clean_regions_in_sync() {
     let file = dir.join("log.img");
     std::fs::write(&file, vec![0u8; 8192]).unwrap();
     let table = format!("{} disk 2 {} 8", 1000 * 8, file.display());
-    let mut io = IoBuf::new();
+    let mut io = DeviceIo::new(Box::new(FakeMirrors::two_legs()));
     {
         let mut log = new_disk_log(&dir, &file, &table);
         log.resume(&mut io).unwrap();
@@ -383,6 +386,7 @@ fn a_disk_log_reloads_its_clean_regions_in_sync() {
             log.clear(r);
             log.set_region_sync(r, r != 400);
         }
+        log.write_back(&mut io).unwrap();
         log.mark(17);
         log.flush(&mut io).unwrap();
     }

@@ -6,6 +6,7 @@ use std::fs;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
+use dm_ulogd::mirrors::FakeMirrors;
 use dm_ulogd::server::{Limits, Server};
 use dm_ulogd::wire::frame::{self, REPLY_BUF_LEN, REPLY_DATA_OFFSET, REQUEST_OFFSET};
 
@@ -127,7 +128,12 @@ impl Daemon {
         fs::create_dir_all(&dir).unwrap();
         let fd: OwnedFd = fs::File::open(&dir).unwrap().into();
         Daemon {
-            server: Server::new(limits, fd.try_clone().unwrap(), fd),
+            server: Server::new(
+                limits,
+                fd.try_clone().unwrap(),
+                fd,
+                Box::new(FakeMirrors::two_legs()),
+            ),
             seq: 100,
         }
     }

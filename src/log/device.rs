@@ -2,7 +2,7 @@
 //! or by major:minor, and driven with positioned, direct I/O.
 
 use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 
 use nix::errno::Errno;
@@ -18,6 +18,8 @@ pub struct LogDevice {
     file: File,
     major: u64,
     minor: u64,
+    /// (st_dev, st_ino) of a regular file; block devices compare by number.
+    file_id: (u64, u64),
     size: u64,
     block_size: u64,
 }
@@ -54,24 +56,7 @@ impl LogDevice {
         let flags = OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_DIRECT;
         let file = match parse_dev_numbers(spec) {
             Some((major, minor)) => {
-                let mut name = heapless::String::<40>::new();
-                let _ = core::fmt::Write::write_fmt(
-                    &mut name,
-                    format_args!(".dm-ulogd-{}-node", std::process::id()),
-                );
-                let name = name.as_str();
-                let _ = unistd::unlinkat(node_dir, name, unistd::UnlinkatFlags::NoRemoveDir);
-                stat::mknodat(
-                    node_dir,
-                    name,
-                    SFlag::S_IFBLK,
-                    Mode::S_IRUSR | Mode::S_IWUSR,
-                    stat::makedev(major, minor),
-                )
-                .map_err(fail("cannot make a device node for it"))?;
-                let opened = open_direct(Some(node_dir), name, flags);
-                let _ = unistd::unlinkat(node_dir, name, unistd::UnlinkatFlags::NoRemoveDir);
-                opened?
+                File::from(open_node(node_dir, SFlag::S_IFBLK, (major, minor), flags)?)
             }
             None => open_direct(None, spec, flags)?,
         };
@@ -101,6 +86,7 @@ impl LogDevice {
             file,
             major,
             minor,
+            file_id: (st.st_dev as u64, st.st_ino as u64),
             size,
             block_size: block_size.max(512),
         })
@@ -114,6 +100,21 @@ impl LogDevice {
     }
     pub fn size(&self) -> u64 {
         self.size
+    }
+    /// The dev_t the kernel holds (0 for a regular file).
+    pub fn rdev(&self) -> u64 {
+        if self.major == 0 && self.minor == 0 {
+            0
+        } else {
+            stat::makedev(self.major, self.minor)
+        }
+    }
+    /// True when both are the same block device, or the same file.
+    pub fn same_device(&self, other: &LogDevice) -> bool {
+        match (self.rdev(), other.rdev()) {
+            (0, 0) => self.file_id == other.file_id,
+            (a, b) => a == b,
+        }
     }
     /// The logical block size: the unit of every direct transfer.
     pub fn block_size(&self) -> u64 {
@@ -135,6 +136,35 @@ impl LogDevice {
     }
 }
 
+/// Opens device `number` (major, minor) of `kind` through a private node in
+/// `node_dir`, made, opened and unlinked at once; O_DIRECT is dropped where
+/// refused.
+pub fn open_node(
+    node_dir: BorrowedFd<'_>,
+    kind: SFlag,
+    number: (u64, u64),
+    flags: OFlag,
+) -> Result<OwnedFd, DeviceError> {
+    let mut name = heapless::String::<40>::new();
+    let _ = core::fmt::Write::write_fmt(
+        &mut name,
+        format_args!(".dm-ulogd-{}-node", std::process::id()),
+    );
+    let name = name.as_str();
+    let _ = unistd::unlinkat(node_dir, name, unistd::UnlinkatFlags::NoRemoveDir);
+    stat::mknodat(
+        node_dir,
+        name,
+        kind,
+        Mode::S_IRUSR | Mode::S_IWUSR,
+        stat::makedev(number.0, number.1),
+    )
+    .map_err(fail("cannot make a device node for it"))?;
+    let opened = open_direct(Some(node_dir), name, flags);
+    let _ = unistd::unlinkat(node_dir, name, unistd::UnlinkatFlags::NoRemoveDir);
+    opened.map(OwnedFd::from)
+}
+
 /// Opens with O_DIRECT, falling back to buffered I/O where the file system
 /// refuses it (tmpfs in tests); every write is followed by fdatasync on a
 /// flush with marks, so durability does not depend on O_DIRECT.
@@ -147,6 +177,6 @@ fn open_direct(dir: Option<BorrowedFd<'_>>, path: &str, flags: OFlag) -> Result<
         Err(Errno::EINVAL) => open(flags - OFlag::O_DIRECT),
         other => other,
     }
-    .map_err(fail("cannot open it read-write"))?;
+    .map_err(fail("cannot open it"))?;
     Ok(File::from(fd))
 }

@@ -11,6 +11,7 @@ use nix::errno::Errno;
 use super::device::LogDevice;
 use super::params::SyncMode;
 use crate::bitmap::{self, Bitmap};
+use crate::mirrors::{LegSet, MirrorError, Mirrors};
 
 pub const MAGIC: u32 = 0x4D69_5272;
 pub const VERSION: u32 = 2;
@@ -50,27 +51,6 @@ impl IoBuf {
     }
 }
 
-/// The health of a log device, as status text reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceHealth {
-    /// 'A': alive.
-    Alive,
-    /// 'D': a read or write failed.
-    Failed,
-    /// 'F': a cache flush failed.
-    FlushFailed,
-}
-
-impl DeviceHealth {
-    pub fn status_char(self) -> char {
-        match self {
-            DeviceHealth::Alive => 'A',
-            DeviceHealth::Failed => 'D',
-            DeviceHealth::FlushFailed => 'F',
-        }
-    }
-}
-
 /// Bytes the on-disk image needs for `region_count` regions on a device with
 /// `block_size` logical blocks.
 pub fn image_len(region_count: u64, block_size: u64) -> u64 {
@@ -78,7 +58,50 @@ pub fn image_len(region_count: u64, block_size: u64) -> u64 {
     (BITMAP_OFFSET + bitmap_bytes).next_multiple_of(block_size)
 }
 
+/// The I/O a disk log needs besides its own device: the staging buffer and
+/// the mirror's legs, which are flushed before bits that record regions
+/// clean are written.
+pub struct DeviceIo {
+    pub buf: IoBuf,
+    pub mirrors: Box<dyn Mirrors>,
+}
+
+impl DeviceIo {
+    pub fn new(mirrors: Box<dyn Mirrors>) -> Self {
+        DeviceIo {
+            buf: IoBuf::new(),
+            mirrors,
+        }
+    }
+}
+
+/// How many cleared regions a disk log tracks exactly (8 bytes each).
+pub const PENDING_CLEAR_SLOTS: usize = 32;
+
+/// Requests issued to a log device and the legs, for the SIGUSR1 summary
+/// and the tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoCounts {
+    pub writes: u64,
+    pub flushes: u64,
+    /// Flushes of the mirror's legs (each flushes every leg).
+    pub leg_flushes: u64,
+}
+
 /// The persistence half of a disk log.
+///
+/// Durability rules, those of the kernel's `disk` log (dm-log.c):
+/// - a FLUSH with marks is answered only when the marks are on the device
+///   and its cache is flushed;
+/// - a region is recorded clean only after every leg of the mirror was
+///   flushed since the region's writes completed (the kernel's
+///   `flush_callback_fn` before `disk_flush` writes clean bits); when that
+///   is impossible the log records nothing clean any more (`flush_failed`,
+///   as the kernel does);
+/// - clears need not be durable at once: a marking flush writes the marks
+///   and keeps the tracked clears dirty on the device, so it needs no leg
+///   flush; the clears go out with a leg flush on the idle write-back, a
+///   suspend, or once more than PENDING_CLEAR_SLOTS wait.
 pub struct DiskStore {
     device: LogDevice,
     image_len: u64,
@@ -88,32 +111,34 @@ pub struct DiskStore {
     /// A mark changed a bit since the last durable flush: the next flush
     /// must flush the device cache, not just write.
     marks_pending: bool,
+    /// Regions cleared since the last write that the device still records
+    /// dirty. Marking one again costs no write (a journal, a sequential
+    /// writer rewrite the same regions), and a marking flush keeps them
+    /// dirty in what it writes.
+    pending_clears: heapless::Vec<u64, PENDING_CLEAR_SLOTS>,
+    /// Some region may become clean on the device with the next write and
+    /// is not in `pending_clears` (the list was full, a clear came while a
+    /// mark was pending, or bits were restored from a state file): that
+    /// write needs the leg flush.
+    untracked_clears: bool,
+    /// The legs flush failed or the legs are unknown: no region is recorded
+    /// clean any more (dm-log.c `flush_failed`; never reset for this log).
+    flush_failed: bool,
+    /// The mirror's legs, looked up at every RESUME; None when unknown.
+    legs: Option<LegSet>,
     /// Set once RESUME has read the device; before that the bits are not
     /// the device's and must not be written over it.
     loaded: bool,
-    /// The bits came from a state file: the next RESUME writes them to the
-    /// device instead of reading it.
+    /// The bits came from a state file: loading writes them to the device
+    /// instead of reading it.
     restored: bool,
-    health: DeviceHealth,
+    /// A write or read failed ('D'); sticky, as the kernel's log_dev_failed.
+    write_failed: bool,
+    /// A cache flush failed ('F', which outranks 'D'); sticky.
+    cache_flush_failed: bool,
     /// Failed writes and flushes since the last success.
     failures: u64,
     io: IoCounts,
-    /// Regions cleared since the last write while no mark was pending: the
-    /// device still records them dirty (see `note_change`), so marking one
-    /// again needs no write. A region rewritten again and again (a journal,
-    /// a sequential writer) costs the device nothing between idle times.
-    /// When full, further clears just lose the shortcut.
-    unwritten_clears: heapless::Vec<u64, UNWRITTEN_CLEAR_SLOTS>,
-}
-
-/// How many unwritten clears a disk log remembers (8 bytes each).
-pub const UNWRITTEN_CLEAR_SLOTS: usize = 32;
-
-/// Requests issued to a log device, for the SIGUSR1 summary and the tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct IoCounts {
-    pub writes: u64,
-    pub flushes: u64,
 }
 
 impl DiskStore {
@@ -132,12 +157,16 @@ impl DiskStore {
             block_shift: block_size.trailing_zeros(),
             dirty_blocks,
             marks_pending: false,
+            pending_clears: heapless::Vec::new(),
+            untracked_clears: false,
+            flush_failed: false,
+            legs: None,
             loaded: false,
             restored: false,
-            health: DeviceHealth::Alive,
+            write_failed: false,
+            cache_flush_failed: false,
             failures: 0,
             io: IoCounts::default(),
-            unwritten_clears: heapless::Vec::new(),
         })
     }
 
@@ -145,8 +174,17 @@ impl DiskStore {
         &self.device
     }
 
-    pub fn health(&self) -> DeviceHealth {
-        self.health
+    /// The status character: F (a cache flush failed) outranks D (a read
+    /// or write failed); A otherwise. Sticky for the log's life, as in
+    /// dm-log.c.
+    pub fn status_char(&self) -> char {
+        if self.cache_flush_failed {
+            'F'
+        } else if self.write_failed {
+            'D'
+        } else {
+            'A'
+        }
     }
 
     pub fn io_counts(&self) -> IoCounts {
@@ -158,32 +196,60 @@ impl DiskStore {
         self.loaded
     }
 
+    /// True when regions can no longer be recorded clean (see
+    /// `flush_failed`); clears are then ignored, as in dm-log.c.
+    pub fn flush_failed(&self) -> bool {
+        self.flush_failed
+    }
+
     pub fn heap_bytes(&self) -> usize {
         self.dirty_blocks.heap_bytes()
+    }
+
+    /// The mirror's legs (None: unknown), from RESUME.
+    pub fn set_legs(&mut self, legs: Option<LegSet>) {
+        self.legs = legs;
+    }
+
+    pub fn legs(&self) -> Option<&LegSet> {
+        self.legs.as_ref()
+    }
+
+    fn dirty_block_of(&mut self, region: u64) {
+        let block = (BITMAP_OFFSET + region / 8) >> self.block_shift;
+        self.dirty_blocks.set(block);
     }
 
     /// Records that the region's clean or sync bit changed; `marked` when it
     /// became dirty (or left sync), which the next flush must make durable.
     ///
     /// A region recorded clean is clean and in sync, so a region "becomes
-    /// clean" only from recorded dirty. While no mark is pending, nothing
-    /// went dirty since the last write, so such a region is still dirty on
-    /// the device: remembered in `unwritten_clears`, its next mark is free.
-    /// (A clear while a mark is pending needs no slot: that mark's flush
-    /// writes, and every write forgets the unwritten clears.)
+    /// clean" only from recorded dirty. While no mark is pending, every
+    /// mark so far is on the device, so a cleared region is still dirty
+    /// there: it is tracked in `pending_clears`, and marking it again
+    /// needs no write.
     #[inline]
     pub fn note_change(&mut self, region: u64, marked: bool) {
         if marked {
-            if let Some(at) = self.unwritten_clears.iter().position(|&r| r == region) {
-                self.unwritten_clears.swap_remove(at);
+            if let Some(at) = self.pending_clears.iter().position(|&r| r == region) {
+                self.pending_clears.swap_remove(at);
                 return;
             }
             self.marks_pending = true;
-        } else if !self.marks_pending {
-            let _ = self.unwritten_clears.push(region);
+        } else {
+            // A clear while a mark is pending may be of a region whose
+            // mark is not on the device yet: not tracked.
+            let tracked = !self.marks_pending
+                && (self.pending_clears.contains(&region)
+                    || self.pending_clears.push(region).is_ok());
+            self.untracked_clears |= !tracked;
         }
-        let block = (BITMAP_OFFSET + region / 8) >> self.block_shift;
-        self.dirty_blocks.set(block);
+        self.dirty_block_of(region);
+    }
+
+    /// True when some write would record a region clean.
+    fn clears_pending(&self) -> bool {
+        self.untracked_clears || !self.pending_clears.is_empty()
     }
 
     /// Fills `out` with the image bytes at `offset` (a block boundary). A
@@ -191,8 +257,16 @@ impl DiskStore {
     /// kernel rebuilds the sync bits from the clean bits, so "clean on the
     /// device" must imply "in sync" (a CLEAR can reach a region that is out
     /// of sync, for instance after a restart without saved state, or just
-    /// before its recovery is settled).
-    fn render(&self, clean: &Bitmap, sync: &Bitmap, offset: u64, out: &mut [u8]) {
+    /// before its recovery is settled). With `keep_clears_dirty`, the
+    /// tracked pending clears stay dirty.
+    fn render(
+        &self,
+        clean: &Bitmap,
+        sync: &Bitmap,
+        offset: u64,
+        out: &mut [u8],
+        keep_clears_dirty: bool,
+    ) {
         let len = out.len() as u64;
         let header_end = BITMAP_OFFSET.min(offset + len);
         if offset < header_end {
@@ -213,17 +287,14 @@ impl DiskStore {
                 &mut out[start..],
             );
         }
-    }
-
-    /// FLUSH: every mark must be durable before it is answered. Clears need
-    /// not be (a clean region recorded as dirty costs at most its resync),
-    /// so a flush with only clears pending is deferred: the next flush with
-    /// marks, a suspend, or the idle write-back writes them.
-    pub fn flush(&mut self, clean: &Bitmap, sync: &Bitmap, io: &mut IoBuf) -> Result<(), Errno> {
-        if !self.marks_pending {
-            return Ok(());
+        if keep_clears_dirty {
+            for &region in &self.pending_clears {
+                let byte = BITMAP_OFFSET + region / 8;
+                if (offset..offset + len).contains(&byte) {
+                    out[(byte - offset) as usize] &= !(1u8 << (region % 8));
+                }
+            }
         }
-        self.write_back(clean, sync, io)
     }
 
     /// True when changed blocks wait to be written.
@@ -231,20 +302,94 @@ impl DiskStore {
         self.loaded && !self.dirty_blocks.none_set()
     }
 
-    /// Writes every changed block, then flushes the device cache if marks are
-    /// among them. On failure the blocks stay dirty for the next attempt.
+    /// FLUSH: every mark must be durable before it is answered. The tracked
+    /// clears stay dirty on the device (no leg flush on the write path);
+    /// untracked ones go out with the marks after a leg flush.
+    pub fn flush(
+        &mut self,
+        clean: &mut Bitmap,
+        sync: &Bitmap,
+        io: &mut DeviceIo,
+    ) -> Result<(), Errno> {
+        if !self.marks_pending || !self.loaded {
+            return Ok(());
+        }
+        if self.untracked_clears {
+            return self.write_back(clean, sync, io);
+        }
+        self.write_dirty_blocks(clean, sync, &mut io.buf, true)?;
+        self.sync()?;
+        self.marks_pending = false;
+        // The clears were written as dirty: their blocks wait for the next
+        // write-back.
+        for i in 0..self.pending_clears.len() {
+            let region = self.pending_clears[i];
+            self.dirty_block_of(region);
+        }
+        self.writes_work_again();
+        Ok(())
+    }
+
+    /// Writes every changed block, clears included (after flushing the
+    /// legs), then flushes the device cache if marks are among them. On
+    /// failure the blocks stay dirty for the next attempt.
     pub fn write_back(
         &mut self,
-        clean: &Bitmap,
+        clean: &mut Bitmap,
         sync: &Bitmap,
-        io: &mut IoBuf,
+        io: &mut DeviceIo,
     ) -> Result<(), Errno> {
         if !self.loaded || (!self.marks_pending && self.dirty_blocks.none_set()) {
             return Ok(());
         }
-        // From the first block written on, the device may record these
-        // regions clean: even a failed write ends the shortcut.
-        self.unwritten_clears.clear();
+        if self.clears_pending() && !self.flush_failed {
+            self.flush_legs(clean, io);
+        }
+        self.write_dirty_blocks(clean, sync, &mut io.buf, false)?;
+        if self.marks_pending {
+            self.sync()?;
+        }
+        self.marks_pending = false;
+        self.pending_clears.clear();
+        self.untracked_clears = false;
+        self.writes_work_again();
+        Ok(())
+    }
+
+    /// Flushes the legs before clean bits are written; when that fails or
+    /// the legs are unknown, records every region dirty from now on, as
+    /// dm-log.c `disk_flush` does after a failed flush callback.
+    fn flush_legs(&mut self, clean: &mut Bitmap, io: &mut DeviceIo) {
+        self.io.leg_flushes += 1;
+        let flushed = match &self.legs {
+            Some(legs) => io.mirrors.flush(legs),
+            None => Err(MirrorError::NotFound),
+        };
+        let Err(e) = flushed else {
+            return;
+        };
+        self.flush_failed = true;
+        clean.fill(false);
+        let blocks = self.dirty_blocks.len();
+        self.dirty_blocks.set_range(0, blocks);
+        self.marks_pending = true;
+        log::error!(
+            "log device {}:{}: the mirror's legs cannot be flushed ({e}); no region is recorded \
+             clean on the device from now on, as the kernel's disk log does after a failed flush \
+             (a crash then resyncs the whole mirror); reload the table to start a new log",
+            self.device.major(),
+            self.device.minor()
+        );
+    }
+
+    /// Writes the dirty blocks, spans of them merged (see MERGE_GAP).
+    fn write_dirty_blocks(
+        &mut self,
+        clean: &Bitmap,
+        sync: &Bitmap,
+        buf: &mut IoBuf,
+        keep_clears_dirty: bool,
+    ) -> Result<(), Errno> {
         let blocks = self.dirty_blocks.len();
         let max_span = (IO_BUF_LEN >> self.block_shift) as u64;
         let max_gap = MERGE_GAP >> self.block_shift;
@@ -263,14 +408,14 @@ impl DiskStore {
                 end = next_end;
             }
             let end = end.min(start + max_span);
-            self.write_blocks(clean, sync, io, start, end)?;
+            self.write_blocks(clean, sync, buf, (start, end), keep_clears_dirty)?;
             start = self.dirty_blocks.find_next_one(end);
         }
-        if self.marks_pending {
-            self.sync()?;
-        }
         self.dirty_blocks.fill(false);
-        self.marks_pending = false;
+        Ok(())
+    }
+
+    fn writes_work_again(&mut self) {
         if self.failures > 0 {
             log::info!(
                 "log device {}:{} works again after {} failed writes or flushes",
@@ -280,7 +425,6 @@ impl DiskStore {
             );
             self.failures = 0;
         }
-        Ok(())
     }
 
     /// Counts a failed write or flush; true when it is worth a log line
@@ -290,22 +434,23 @@ impl DiskStore {
         self.failures.is_power_of_two()
     }
 
+    /// Writes device blocks `span.0..span.1`.
     fn write_blocks(
         &mut self,
         clean: &Bitmap,
         sync: &Bitmap,
-        io: &mut IoBuf,
-        from: u64,
-        to: u64,
+        buf: &mut IoBuf,
+        span: (u64, u64),
+        keep_clears_dirty: bool,
     ) -> Result<(), Errno> {
-        let offset = from << self.block_shift;
-        let len = ((to - from) << self.block_shift) as usize;
-        let buf = io.get(len);
-        self.render(clean, sync, offset, buf);
+        let offset = span.0 << self.block_shift;
+        let len = ((span.1 - span.0) << self.block_shift) as usize;
+        let buf = buf.get(len);
+        self.render(clean, sync, offset, buf, keep_clears_dirty);
         self.io.writes += 1;
         let written = self.device.write_all_at(buf, offset);
         written.map_err(|e| {
-            self.health = DeviceHealth::Failed;
+            self.write_failed = true;
             if self.count_failure() {
                 log::error!(
                     "log device {}:{}: write of {len} bytes at {offset} failed: {e} ({} failures so far)",
@@ -322,7 +467,7 @@ impl DiskStore {
         self.io.flushes += 1;
         let flushed = self.device.sync();
         flushed.map_err(|e| {
-            self.health = DeviceHealth::FlushFailed;
+            self.cache_flush_failed = true;
             if self.count_failure() {
                 log::error!(
                     "log device {}:{}: cache flush failed: {e} ({} failures so far)",
@@ -344,18 +489,25 @@ impl DiskStore {
         std::mem::take(&mut self.restored)
     }
 
-    /// RESUME of restored bits: the device gets the whole image, durably.
-    pub fn rewrite(&mut self, clean: &Bitmap, sync: &Bitmap, io: &mut IoBuf) -> Result<(), Errno> {
-        self.health = DeviceHealth::Alive;
+    /// Loading restored bits: the device gets the whole image, durably. The
+    /// bits may record regions clean that the device still has dirty, so
+    /// the legs are flushed first.
+    pub fn rewrite(
+        &mut self,
+        clean: &mut Bitmap,
+        sync: &Bitmap,
+        io: &mut DeviceIo,
+    ) -> Result<(), Errno> {
+        self.untracked_clears = true;
         self.write_image(clean, sync, io)
     }
 
-    /// Writes the whole image, durably (keeps the health a load found).
+    /// Writes the whole image, durably.
     pub fn write_image(
         &mut self,
-        clean: &Bitmap,
+        clean: &mut Bitmap,
         sync: &Bitmap,
-        io: &mut IoBuf,
+        io: &mut DeviceIo,
     ) -> Result<(), Errno> {
         self.loaded = true;
         let blocks = self.dirty_blocks.len();
@@ -364,18 +516,26 @@ impl DiskStore {
         self.write_back(clean, sync, io)
     }
 
-    /// The kernel's disk_resume, first half: reads the device into `clean`,
-    /// treats a bad magic (or an explicit sync/nosync) as a new log, and
-    /// sets or clears regions the device did not know. The caller rebuilds
-    /// the sync bits and writes the image back (`write_image`). Returns how
-    /// many regions the device knew (0 for a new log or a failed read).
-    pub fn load(&mut self, clean: &mut Bitmap, sync: SyncMode, io: &mut IoBuf) -> u64 {
-        self.health = DeviceHealth::Alive;
-        let known = match self.read_image(clean, io) {
-            Ok(Some(nr_regions)) if sync == SyncMode::Default => nr_regions,
-            Ok(_) => 0,
+    /// The kernel's disk_resume, first half: reads the device (into
+    /// `device_bits`, scratch space of the log's size), treats a bad
+    /// magic (or an explicit sync/nosync) as a new log, and sets or clears
+    /// regions the device did not know. The result is ANDed into `clean`,
+    /// so marks made before the load survive. The caller rebuilds the sync
+    /// bits and writes the image back (`write_image`), which records
+    /// nothing clean that the device did not (no leg flush needed, as in
+    /// dm-log.c). Returns how many regions the device knew.
+    pub fn load(
+        &mut self,
+        clean: &mut Bitmap,
+        device_bits: &mut Bitmap,
+        sync: SyncMode,
+        io: &mut DeviceIo,
+    ) -> u64 {
+        let known = match self.read_image(device_bits, &mut io.buf, sync) {
+            Ok(Some(nr_regions)) => nr_regions,
+            Ok(None) => 0,
             Err(e) => {
-                self.health = DeviceHealth::Failed;
+                self.write_failed = true;
                 log::error!(
                     "log device {}:{}: reading the log failed ({e}); every region is treated as {}",
                     self.device.major(),
@@ -392,25 +552,38 @@ impl DiskStore {
         let count = clean.len();
         let from = known.min(count);
         if sync == SyncMode::No {
-            clean.set_range(from, count);
+            device_bits.set_range(from, count);
         } else {
-            clean.clear_range(from, count);
+            device_bits.clear_range(from, count);
         }
+        clean.and_assign(device_bits);
+        self.pending_clears.clear();
+        self.untracked_clears = false;
         known
     }
 
     /// Reads the image into `clean`; Ok(None) when the header is not a
-    /// dm-log header (a new log).
-    fn read_image(&mut self, clean: &mut Bitmap, io: &mut IoBuf) -> Result<Option<u64>, String> {
+    /// dm-log header, or for any header under sync/nosync (a new log).
+    fn read_image(
+        &mut self,
+        clean: &mut Bitmap,
+        buf: &mut IoBuf,
+        sync: SyncMode,
+    ) -> Result<Option<u64>, String> {
         let mut header = None;
         let mut offset = 0u64;
         while offset < self.image_len {
             let len = (self.image_len - offset).min(IO_BUF_LEN as u64) as usize;
-            let buf = io.get(len);
+            let buf = buf.get(len);
             self.device
                 .read_exact_at(buf, offset)
                 .map_err(|e| format!("read of {len} bytes at {offset}: {e}"))?;
             if offset == 0 {
+                // dm-log.c read_header: under sync/nosync any header is
+                // replaced by a new one before its version is checked.
+                if sync != SyncMode::Default {
+                    return Ok(None);
+                }
                 header = Some(parse_header(&buf[..HEADER_LEN])?);
             }
             let bits_from = offset.max(BITMAP_OFFSET);

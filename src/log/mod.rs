@@ -11,7 +11,8 @@ use core::fmt::Write;
 use nix::errno::Errno;
 
 use crate::bitmap::Bitmap;
-use disk::{DiskStore, IoBuf};
+use crate::mirrors::LegSet;
+use disk::{DeviceIo, DiskStore};
 use params::{LogArgs, LogType, SyncMode};
 
 /// How a log's bits start.
@@ -147,9 +148,14 @@ impl DirtyLog {
         }
     }
 
-    /// CLEAR_REGION: the writes to the region completed.
+    /// CLEAR_REGION: the writes to the region completed. A disk log whose
+    /// legs could not be flushed records nothing clean any more (dm-log.c
+    /// core_clear_region after `flush_failed`).
     #[inline]
     pub fn clear(&mut self, region: u64) {
+        if self.disk.as_ref().is_some_and(DiskStore::flush_failed) {
+            return;
+        }
         if self.clean.set(region)
             && let Some(d) = &mut self.disk
         {
@@ -167,18 +173,24 @@ impl DirtyLog {
         self.sync.test(region)
     }
 
-    /// FLUSH: make every mark so far durable.
-    pub fn flush(&mut self, io: &mut IoBuf) -> Result<(), Errno> {
+    /// FLUSH: make every mark so far durable. A disk log the kernel
+    /// reconnected but did not resume yet (another caller's RESUME is still
+    /// to come) loads its device first, so the marks reach it now and the
+    /// load cannot undo them.
+    pub fn flush(&mut self, io: &mut DeviceIo) -> Result<(), Errno> {
+        if self.disk.as_ref().is_some_and(|d| !d.is_loaded()) {
+            self.load(io)?;
+        }
         match &mut self.disk {
-            Some(d) => d.flush(&self.clean, &self.sync, io),
+            Some(d) => d.flush(&mut self.clean, &self.sync, io),
             None => Ok(()),
         }
     }
 
     /// Writes everything a disk log deferred (suspend, DTR, idle time).
-    pub fn write_back(&mut self, io: &mut IoBuf) -> Result<(), Errno> {
+    pub fn write_back(&mut self, io: &mut DeviceIo) -> Result<(), Errno> {
         match &mut self.disk {
-            Some(d) => d.write_back(&self.clean, &self.sync, io),
+            Some(d) => d.write_back(&mut self.clean, &self.sync, io),
             None => Ok(()),
         }
     }
@@ -190,8 +202,16 @@ impl DirtyLog {
             .is_some_and(DiskStore::has_deferred_writes)
     }
 
+    /// The mirror's legs, which a disk log flushes before it records
+    /// regions clean; None when they could not be found.
+    pub fn set_legs(&mut self, legs: Option<LegSet>) {
+        if let Some(d) = &mut self.disk {
+            d.set_legs(legs);
+        }
+    }
+
     /// POSTSUSPEND: the mirror is quiet; write out what was deferred.
-    pub fn postsuspend(&mut self, io: &mut IoBuf) -> Result<(), Errno> {
+    pub fn postsuspend(&mut self, io: &mut DeviceIo) -> Result<(), Errno> {
         self.suspended = true;
         self.write_back(io)
     }
@@ -202,7 +222,7 @@ impl DirtyLog {
     /// kernel's reconnect path (one per caller that found the daemon gone):
     /// its bits are current, and rereading the device would take regions
     /// with writes in flight out of sync.
-    pub fn resume(&mut self, io: &mut IoBuf) -> Result<(), Errno> {
+    pub fn resume(&mut self, io: &mut DeviceIo) -> Result<(), Errno> {
         let was_suspended = std::mem::take(&mut self.suspended);
         if was_suspended {
             // dm-raid1 waits for its recoveries before it suspends.
@@ -210,21 +230,28 @@ impl DirtyLog {
         }
         self.sync_search = 0;
         self.in_sync_floor = 0;
+        match &self.disk {
+            Some(d) if !d.is_loaded() || was_suspended => self.load(io),
+            _ => Ok(()),
+        }
+    }
+
+    /// Brings a disk log's bits and its device together: restored bits are
+    /// written out, otherwise the device is read (marks made meanwhile
+    /// survive) and written back.
+    fn load(&mut self, io: &mut DeviceIo) -> Result<(), Errno> {
         let Some(d) = &mut self.disk else {
             return Ok(());
         };
-        if d.is_loaded() && !was_suspended {
-            return Ok(());
-        }
         if d.take_restored() {
             // The bits came from the state file and are newer than the
             // device: write them out instead of reading it.
-            return d.rewrite(&self.clean, &self.sync, io);
+            return d.rewrite(&mut self.clean, &self.sync, io);
         }
-        d.load(&mut self.clean, self.sync_mode, io);
+        d.load(&mut self.clean, &mut self.sync, self.sync_mode, io);
         self.sync.copy_from(&self.clean);
         self.sync_count = self.sync.count_ones();
-        d.write_image(&self.clean, &self.sync, io)
+        d.write_image(&mut self.clean, &self.sync, io)
     }
 
     /// GET_RESYNC_WORK: the next region to recover, if any.
@@ -287,7 +314,7 @@ impl DirtyLog {
                 self.log_type.name(),
                 d.device().major(),
                 d.device().minor(),
-                d.health().status_char()
+                d.status_char()
             ),
         }
     }

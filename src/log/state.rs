@@ -33,6 +33,8 @@ mod field {
     pub const REGION_COUNT: usize = 16;
     pub const UUID_LEN: usize = 24;
     pub const CTR_LEN: usize = 26;
+    /// The log device's dev_t as the kernel holds it (0: none).
+    pub const DEVICE: usize = 32;
     pub const UUID: usize = 64;
     pub const CTR: usize = 256;
 }
@@ -48,13 +50,21 @@ pub struct Identity<'a> {
     pub region_count: u64,
 }
 
+/// A log's saved state: its bits and the log device it wrote (dev_t; 0
+/// for none or unknown).
+pub struct Saved {
+    pub clean: Bitmap,
+    pub sync: Bitmap,
+    pub device: u64,
+}
+
 /// The state directory, open for the daemon's lifetime.
 pub struct StateDir {
     dir: OwnedFd,
 }
 
 /// FNV-1a: a stable name for a uuid of any bytes within NAME_MAX.
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
@@ -80,8 +90,9 @@ impl StateDir {
     }
 
     /// Creates (or truncates) the state file of a new log and maps its
-    /// zero-filled clean and sync words.
-    pub fn create(&self, id: &Identity<'_>) -> Result<(Bitmap, Bitmap), Errno> {
+    /// zero-filled clean and sync words; `device` is the log device's dev_t
+    /// (0 for none).
+    pub fn create(&self, id: &Identity<'_>, device: u64) -> Result<(Bitmap, Bitmap), Errno> {
         if id.uuid.len() > MAX_UUID_LEN || id.ctr.len() > MAX_CTR_LEN {
             return Err(Errno::ENAMETOOLONG);
         }
@@ -101,6 +112,7 @@ impl StateDir {
         header[field::LUID..field::LUID + 8].copy_from_slice(&id.luid.to_le_bytes());
         header[field::REGION_COUNT..field::REGION_COUNT + 8]
             .copy_from_slice(&id.region_count.to_le_bytes());
+        header[field::DEVICE..field::DEVICE + 8].copy_from_slice(&device.to_le_bytes());
         header[field::UUID_LEN..field::UUID_LEN + 2]
             .copy_from_slice(&(id.uuid.len() as u16).to_le_bytes());
         header[field::CTR_LEN..field::CTR_LEN + 2]
@@ -138,7 +150,7 @@ impl StateDir {
 
     /// Maps the state file of a log the kernel reconnects, if one exists
     /// for exactly this uuid, luid, constructor string and size.
-    pub fn restore(&self, id: &Identity<'_>) -> Result<Option<(Bitmap, Bitmap)>, Errno> {
+    pub fn restore(&self, id: &Identity<'_>) -> Result<Option<Saved>, Errno> {
         let name = file_name(id.uuid, id.luid);
         let fd = match nix::fcntl::openat(
             &self.dir,
@@ -159,7 +171,13 @@ impl StateDir {
         if file.metadata().map_err(io_errno)?.len() < total {
             return Ok(None);
         }
-        self.map(&file, id.region_count).map(Some)
+        let device = u64_field(&header, field::DEVICE);
+        let (clean, sync) = self.map(&file, id.region_count)?;
+        Ok(Some(Saved {
+            clean,
+            sync,
+            device,
+        }))
     }
 
     fn map(&self, file: &File, region_count: u64) -> Result<(Bitmap, Bitmap), Errno> {
@@ -187,12 +205,14 @@ fn io_errno(e: std::io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
+fn u64_field(h: &[u8; HEADER_LEN], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
 fn header_matches(h: &[u8; HEADER_LEN], id: &Identity<'_>) -> bool {
-    let u64_at = |at: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&h[at..at + 8]);
-        u64::from_le_bytes(b)
-    };
+    let u64_at = |at: usize| u64_field(h, at);
     let u16_at = |at: usize| usize::from(u16::from_le_bytes([h[at], h[at + 1]]));
     let uuid_len = u16_at(field::UUID_LEN);
     let ctr_len = u16_at(field::CTR_LEN);
@@ -229,11 +249,16 @@ mod tests {
             region_count: 125,
         };
         {
-            let (mut clean, mut sync) = dir.create(&id).unwrap();
+            let (mut clean, mut sync) = dir.create(&id, 0xfd_0000_0007).unwrap();
             clean.set(3);
             sync.set(124);
         }
-        let (clean, sync) = dir.restore(&id).unwrap().unwrap();
+        let Saved {
+            clean,
+            sync,
+            device,
+        } = dir.restore(&id).unwrap().unwrap();
+        assert_eq!(device, 0xfd_0000_0007);
         assert!(clean.test(3) && !clean.test(4));
         assert!(sync.test(124) && sync.count_ones() == 1);
         // Another luid, uuid or table is not this log.

@@ -7,6 +7,7 @@
 //! 8-byte aligned, so every field is read by offset, never by casting.
 
 pub mod cn_msg;
+pub mod dm_ioctl;
 pub mod frame;
 pub mod nlmsg;
 pub mod ulog;

@@ -25,6 +25,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use dm_ulogd::mirrors::FakeMirrors;
 use dm_ulogd::server::{Limits, Server};
 use dm_ulogd::wire::frame::{REPLY_BUF_LEN, REQUEST_OFFSET, emit_request};
 
@@ -144,7 +145,12 @@ impl Bench {
             max_logs: logs.max(256),
             memory_budget: 1 << 30,
         };
-        let mut server = Server::new(limits, fd.try_clone().unwrap(), fd);
+        let mut server = Server::new(
+            limits,
+            fd.try_clone().unwrap(),
+            fd,
+            Box::new(FakeMirrors::two_legs()),
+        );
         let ctr = format!("{} core 2 {REGION_SIZE} nosync", regions * REGION_SIZE);
         let mut out = [0u8; REPLY_BUF_LEN];
         let mut ids = Vec::new();

@@ -506,7 +506,12 @@ fn new_server(state_dir: &Path) -> Server {
     let fd: OwnedFd = File::open(state_dir)
         .expect("open the state directory")
         .into();
-    Server::new(LIMITS, fd.try_clone().expect("dup the state directory"), fd)
+    Server::new(
+        LIMITS,
+        fd.try_clone().expect("dup the state directory"),
+        fd,
+        Box::new(dm_ulogd::mirrors::FakeMirrors::two_legs()),
+    )
 }
 
 /// A log as identified by the kernel.

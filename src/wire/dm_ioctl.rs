@@ -1,0 +1,252 @@
+//! Views over the buffer of a device-mapper ioctl (include/uapi/linux/dm-ioctl.h):
+//! the fixed `struct dm_ioctl` header, then the command's data. dm-ulogd asks
+//! only two things: the list of dm devices (DM_LIST_DEVICES) and a device's
+//! table as text (DM_TABLE_STATUS with DM_STATUS_TABLE_FLAG), which the
+//! kernel builds without asking any log server.
+
+use super::bytes::{put_u32, put_u64, u32_at, u64_at};
+
+/// sizeof(struct dm_ioctl); the data starts right after it (8-aligned).
+pub const HEADER_LEN: usize = 312;
+/// The interface version dm-ulogd speaks: 4.x (any minor the kernel has).
+const VERSION_MAJOR: u32 = 4;
+
+pub const CMD_LIST_DEVICES: u8 = 2;
+pub const CMD_TABLE_STATUS: u8 = 12;
+
+/// In: return the table text instead of the status text.
+pub const FLAG_STATUS_TABLE: u32 = 1 << 4;
+/// Out: the data did not fit the buffer.
+pub const FLAG_BUFFER_FULL: u32 = 1 << 8;
+/// In: describe the inactive (loaded, not yet resumed) table.
+pub const FLAG_QUERY_INACTIVE: u32 = 1 << 12;
+
+mod field {
+    pub const VERSION: usize = 0;
+    pub const DATA_SIZE: usize = 12;
+    pub const DATA_START: usize = 16;
+    pub const TARGET_COUNT: usize = 20;
+    pub const FLAGS: usize = 28;
+    pub const DEV: usize = 40;
+}
+
+/// struct dm_name_list: dev u64, next u32 (from this record's start), name.
+mod name_list {
+    pub const DEV: usize = 0;
+    pub const NEXT: usize = 8;
+    pub const LEN: usize = 12;
+}
+
+/// struct dm_target_spec: sector_start u64, length u64, status i32, next u32
+/// (in a reply: from the data's start), target_type [16], then the text.
+mod target_spec {
+    pub const NEXT: usize = 20;
+    pub const TYPE: usize = 24;
+    pub const TYPE_LEN: usize = 16;
+    pub const LEN: usize = 40;
+}
+
+/// Fills the header of a request that uses all of `buf` (at least
+/// HEADER_LEN bytes) for its answer; `dev` selects the device (0: none).
+pub fn emit_request(buf: &mut [u8], flags: u32, dev: u64) {
+    buf[..HEADER_LEN].fill(0);
+    put_u32(buf, field::VERSION, VERSION_MAJOR);
+    put_u32(
+        buf,
+        field::DATA_SIZE,
+        buf.len().min(u32::MAX as usize) as u32,
+    );
+    put_u32(buf, field::DATA_START, HEADER_LEN as u32);
+    put_u32(buf, field::FLAGS, flags);
+    put_u64(buf, field::DEV, dev);
+}
+
+/// Sizes in an ioctl's answer point outside its buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadLength;
+
+/// An answer the kernel wrote into a request buffer.
+pub struct Reply<'a> {
+    buf: &'a [u8],
+    data_start: usize,
+    data_end: usize,
+}
+
+impl<'a> Reply<'a> {
+    /// Checks the header once; afterwards no accessor can panic.
+    pub fn new_checked(buf: &'a [u8]) -> Result<Self, BadLength> {
+        if buf.len() < HEADER_LEN {
+            return Err(BadLength);
+        }
+        let data_start = u32_at(buf, field::DATA_START) as usize;
+        let data_end = u32_at(buf, field::DATA_SIZE) as usize;
+        if data_start < HEADER_LEN || data_end > buf.len() {
+            return Err(BadLength);
+        }
+        Ok(Reply {
+            buf,
+            data_start,
+            data_end: data_end.max(data_start),
+        })
+    }
+
+    /// The answer did not fit: a device list is then empty, a table's
+    /// targets are those that fitted (zero the buffer before each call).
+    pub fn is_full(&self) -> bool {
+        u32_at(self.buf, field::FLAGS) & FLAG_BUFFER_FULL != 0
+    }
+
+    fn data(&self) -> &'a [u8] {
+        &self.buf[self.data_start..self.data_end]
+    }
+
+    /// DM_LIST_DEVICES: the device numbers (huge-encoded dev_t) of every
+    /// dm device.
+    pub fn devices(&self) -> DeviceIter<'a> {
+        DeviceIter {
+            data: self.data(),
+            at: Some(0),
+        }
+    }
+
+    /// DM_TABLE_STATUS: each target's type and text.
+    pub fn targets(&self) -> TargetIter<'a> {
+        TargetIter {
+            data: self.data(),
+            at: Some(0),
+            left: u32_at(self.buf, field::TARGET_COUNT),
+        }
+    }
+}
+
+pub struct DeviceIter<'a> {
+    data: &'a [u8],
+    at: Option<usize>,
+}
+
+impl Iterator for DeviceIter<'_> {
+    type Item = u64;
+    fn next(&mut self) -> Option<u64> {
+        let at = self.at?;
+        if at + name_list::LEN > self.data.len() {
+            self.at = None;
+            return None;
+        }
+        let dev = u64_at(self.data, at + name_list::DEV);
+        let next = u32_at(self.data, at + name_list::NEXT) as usize;
+        self.at = (next != 0).then(|| at + next);
+        // A lone record with dev 0 means "no devices".
+        if dev == 0 { self.next() } else { Some(dev) }
+    }
+}
+
+pub struct TargetIter<'a> {
+    data: &'a [u8],
+    at: Option<usize>,
+    left: u32,
+}
+
+fn until_nul(bytes: &[u8]) -> &[u8] {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    &bytes[..end]
+}
+
+impl<'a> Iterator for TargetIter<'a> {
+    /// (target type, text)
+    type Item = (&'a [u8], &'a [u8]);
+    fn next(&mut self) -> Option<Self::Item> {
+        let at = self.at?;
+        if self.left == 0 || at + target_spec::LEN > self.data.len() {
+            self.at = None;
+            return None;
+        }
+        self.left -= 1;
+        let spec = &self.data[at..];
+        let kind = until_nul(&spec[target_spec::TYPE..target_spec::TYPE + target_spec::TYPE_LEN]);
+        let text = until_nul(&spec[target_spec::LEN..]);
+        let next = u32_at(spec, target_spec::NEXT) as usize;
+        // Offsets only grow; anything else ends the walk.
+        self.at = (next > at).then_some(next);
+        Some((kind, text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply_with(data: &[u8], targets: u32) -> Vec<u8> {
+        let mut buf = vec![0u8; HEADER_LEN + data.len()];
+        emit_request(&mut buf, 0, 0);
+        put_u32(&mut buf, field::TARGET_COUNT, targets);
+        buf[HEADER_LEN..].copy_from_slice(data);
+        buf
+    }
+
+    #[test]
+    fn request_header_bytes() {
+        let mut buf = [0xffu8; 400];
+        emit_request(&mut buf, FLAG_STATUS_TABLE, 0x0000_0fd0_0000_0003);
+        assert_eq!(&buf[0..4], &4u32.to_ne_bytes());
+        assert_eq!(&buf[4..12], &[0; 8]);
+        assert_eq!(&buf[12..16], &400u32.to_ne_bytes());
+        assert_eq!(&buf[16..20], &312u32.to_ne_bytes());
+        assert_eq!(&buf[28..32], &16u32.to_ne_bytes());
+        assert_eq!(&buf[40..48], &0x0000_0fd0_0000_0003u64.to_ne_bytes());
+        assert!(buf[48..HEADER_LEN].iter().all(|&b| b == 0));
+        assert!(buf[HEADER_LEN..].iter().all(|&b| b == 0xff));
+    }
+
+    #[test]
+    fn device_list() {
+        // Two records: "a" at 0 (next 24), "bb" at 24 (next 0).
+        let mut data = vec![0u8; 48];
+        put_u64(&mut data, 0, 0xfd00001);
+        put_u32(&mut data, 8, 24);
+        data[12] = b'a';
+        put_u64(&mut data, 24, 0xfd00002);
+        data[36..38].copy_from_slice(b"bb");
+        let buf = reply_with(&data, 0);
+        let reply = Reply::new_checked(&buf).unwrap();
+        assert_eq!(reply.devices().collect::<Vec<_>>(), [0xfd00001, 0xfd00002]);
+        // No devices: one zeroed record.
+        let buf = reply_with(&[0u8; 16], 0);
+        assert_eq!(Reply::new_checked(&buf).unwrap().devices().count(), 0);
+    }
+
+    #[test]
+    fn target_list() {
+        let mut data = vec![0u8; 128];
+        data[24..30].copy_from_slice(b"mirror");
+        data[40..50].copy_from_slice(b"core 1 2 3");
+        put_u32(&mut data, 20, 56);
+        data[56 + 24..56 + 30].copy_from_slice(b"linear");
+        data[56 + 40..56 + 47].copy_from_slice(b"8:0 100");
+        let buf = reply_with(&data, 2);
+        let reply = Reply::new_checked(&buf).unwrap();
+        let got: Vec<_> = reply.targets().collect();
+        assert_eq!(
+            got,
+            [
+                (&b"mirror"[..], &b"core 1 2 3"[..]),
+                (&b"linear"[..], &b"8:0 100"[..])
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_replies_are_refused() {
+        let mut buf = reply_with(&[0u8; 16], 0);
+        put_u32(&mut buf, field::FLAGS, FLAG_BUFFER_FULL);
+        assert!(Reply::new_checked(&buf).unwrap().is_full());
+        let mut buf = reply_with(&[0u8; 16], 0);
+        put_u32(&mut buf, field::DATA_SIZE, 10_000);
+        assert_eq!(Reply::new_checked(&buf).err(), Some(BadLength));
+        assert!(Reply::new_checked(&buf[..100]).is_err());
+        // A target record pointing backwards ends the walk.
+        let mut data = vec![0u8; 64];
+        put_u32(&mut data, 20, 0);
+        let buf = reply_with(&data, 5);
+        assert_eq!(Reply::new_checked(&buf).unwrap().targets().count(), 1);
+    }
+}
