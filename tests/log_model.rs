@@ -403,3 +403,197 @@ fn a_disk_log_reloads_its_clean_regions_in_sync() {
     log.resume(&mut io).unwrap();
     assert_eq!(log.sync_count(), 0);
 }
+
+/// A disk log resumed on a fresh image with a `FakeMirrors` the test keeps.
+fn disk_log_with_mirrors(name: &str, count: u64) -> (PathBuf, DirtyLog, DeviceIo, FakeMirrors) {
+    let dir = temp_dir(name);
+    let file = dir.join("log.img");
+    std::fs::write(&file, vec![0u8; image_len(count, 512) as usize]).unwrap();
+    let table = format!("{} disk 2 {} 8", count * 8, file.display());
+    let mut log = new_disk_log(&dir, &file, &table);
+    let mirrors = FakeMirrors::two_legs();
+    let mut io = DeviceIo::new(Box::new(mirrors.clone()));
+    log.resume(&mut io).unwrap();
+    (file, log, io, mirrors)
+}
+
+/// The power-loss rule: a region becomes clean on the device only in a
+/// write that a leg flush preceded, and that flush came after the region's
+/// last CLEAR (or recovery): its data was on every leg's stable storage
+/// before the device called it clean. Random marks, clears, recoveries,
+/// flushes and write-backs, as dm-raid1 sends them.
+#[test]
+fn the_legs_are_flushed_before_any_region_is_recorded_clean() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    for (seed, count) in [(1u64, 40u64), (2, 300), (3, 5000)] {
+        let (file, mut log, mut io, mirrors) =
+            disk_log_with_mirrors(&format!("legs-{seed}"), count);
+        // The image as the leg flush saw it, and in which step.
+        let at_flush: Rc<RefCell<Vec<(usize, Vec<u8>)>>> = Rc::default();
+        let step = Rc::new(std::cell::Cell::new(0usize));
+        {
+            let (at_flush, step, file) = (at_flush.clone(), step.clone(), file.clone());
+            mirrors.0.borrow_mut().on_flush = Some(Box::new(move || {
+                at_flush
+                    .borrow_mut()
+                    .push((step.get(), std::fs::read(&file).unwrap()));
+            }));
+        }
+        let mut rng = Lcg(seed);
+        let mut last_clear = vec![0usize; count as usize];
+        let mut before = std::fs::read(&file).unwrap();
+        for n in 1..4000usize {
+            step.set(n);
+            let r = rng.below(count);
+            match rng.below(8) {
+                0..=2 => log.mark(r),
+                3 | 4 => {
+                    log.clear(r);
+                    last_clear[r as usize] = n;
+                }
+                5 => {
+                    log.set_region_sync(r, true);
+                    last_clear[r as usize] = n;
+                }
+                6 => log.flush(&mut io).unwrap(),
+                _ => log.write_back(&mut io).unwrap(),
+            }
+            let after = std::fs::read(&file).unwrap();
+            let flushes = at_flush.borrow();
+            let this_step = flushes.iter().find(|(s, _)| *s == n);
+            for region in 0..count {
+                if disk_bit(&before, region) || !disk_bit(&after, region) {
+                    continue;
+                }
+                let (_, seen) = this_step.unwrap_or_else(|| {
+                    panic!("seed {seed} step {n}: region {region} recorded clean with no leg flush")
+                });
+                assert!(
+                    !disk_bit(seen, region),
+                    "seed {seed} step {n}: region {region} was written clean before the leg flush"
+                );
+                assert!(last_clear[region as usize] < n);
+            }
+            before = after;
+        }
+        assert!(
+            mirrors.0.borrow().flushes > 0,
+            "seed {seed}: no leg flush at all"
+        );
+    }
+}
+
+#[test]
+fn a_marking_flush_keeps_clears_dirty_and_flushes_no_leg() {
+    let (file, mut log, mut io, mirrors) = disk_log_with_mirrors("mark-path", 100);
+    recover(&mut log, 0..100);
+    log.write_back(&mut io).unwrap();
+    let legs_before = mirrors.0.borrow().flushes;
+    assert_eq!(
+        legs_before, 1,
+        "the recovered regions were written after one leg flush"
+    );
+    // Writes to region 3 completed, one to 50 begins.
+    log.mark(3);
+    log.flush(&mut io).unwrap();
+    log.clear(3);
+    log.mark(50);
+    log.flush(&mut io).unwrap();
+    let image = std::fs::read(&file).unwrap();
+    assert!(!disk_bit(&image, 50), "the mark is durable");
+    assert!(!disk_bit(&image, 3), "the clear waits for a leg flush");
+    assert_eq!(
+        mirrors.0.borrow().flushes,
+        legs_before,
+        "no leg flush on the write path"
+    );
+    // The idle write-back flushes the legs once and records 3 clean.
+    log.write_back(&mut io).unwrap();
+    assert_eq!(mirrors.0.borrow().flushes, legs_before + 1);
+    assert!(disk_bit(&std::fs::read(&file).unwrap(), 3));
+    assert_eq!(log.disk().unwrap().io_counts().leg_flushes, legs_before + 1);
+}
+
+#[test]
+fn a_failed_leg_flush_records_nothing_clean_again() {
+    let (file, mut log, mut io, mirrors) = disk_log_with_mirrors("leg-fails", 100);
+    recover(&mut log, 0..100);
+    log.write_back(&mut io).unwrap();
+    assert_eq!(log_clean_on_device(&file, 100), 100);
+    mirrors.0.borrow_mut().fail_flush = true;
+    log.mark(7);
+    log.flush(&mut io).unwrap();
+    log.clear(7);
+    log.write_back(&mut io).unwrap();
+    // As dm-log.c after a failed flush callback: every region dirty.
+    assert!(log.disk().unwrap().flush_failed());
+    assert_eq!(log_clean_on_device(&file, 100), 0);
+    assert_eq!(log.dirty_count(), 100);
+    // Sticky: the legs work again, nothing is recorded clean all the same,
+    // and marks are still made durable.
+    mirrors.0.borrow_mut().fail_flush = false;
+    log.clear(9);
+    log.write_back(&mut io).unwrap();
+    assert_eq!(log_clean_on_device(&file, 100), 0);
+    assert!(!log.is_clean(9));
+    log.mark(9);
+    log.flush(&mut io).unwrap();
+    assert!(!disk_bit(&std::fs::read(&file).unwrap(), 9));
+}
+
+#[test]
+fn unknown_legs_record_nothing_clean() {
+    let (file, mut log, mut io, _mirrors) = disk_log_with_mirrors("no-legs", 64);
+    log.set_legs(None);
+    recover(&mut log, 0..64);
+    log.write_back(&mut io).unwrap();
+    assert_eq!(log_clean_on_device(&file, 64), 0);
+    assert!(log.disk().unwrap().flush_failed());
+}
+
+fn log_clean_on_device(file: &Path, count: u64) -> u64 {
+    let image = std::fs::read(file).unwrap();
+    (0..count).filter(|&r| disk_bit(&image, r)).count() as u64
+}
+
+/// dm-log.c read_header: an unknown version is an error (the log device
+/// failed, every region out of sync), except under sync or nosync, which
+/// replace any header before the version is looked at.
+#[test]
+fn an_unknown_header_version_fails_unless_sync_or_nosync() {
+    let dir = temp_dir("version");
+    let file = dir.join("log.img");
+    let mut image = vec![0xffu8; 4096];
+    image[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+    image[4..8].copy_from_slice(&7u32.to_le_bytes());
+    image[8..16].copy_from_slice(&100u64.to_le_bytes());
+    let mut io = DeviceIo::new(Box::new(FakeMirrors::two_legs()));
+    let status = |log: &DirtyLog| {
+        let mut s = String::new();
+        log.status_info(&mut s).unwrap();
+        s
+    };
+    for (word, nargs, status_char, in_sync) in [
+        ("", 2, 'D', 0),
+        (" sync", 3, 'A', 0),
+        (" nosync", 3, 'A', 100),
+    ] {
+        std::fs::write(&file, &image).unwrap();
+        let table = format!("800 disk {nargs} {} 8{word}", file.display());
+        let mut log = new_disk_log(&dir, &file, &table);
+        log.resume(&mut io).unwrap();
+        assert!(
+            status(&log).ends_with(status_char),
+            "{word}: {}",
+            status(&log)
+        );
+        assert_eq!(log.sync_count(), in_sync, "{word}");
+        let written = std::fs::read(&file).unwrap();
+        assert_eq!(
+            u32::from_le_bytes(written[4..8].try_into().unwrap()),
+            2,
+            "{word}"
+        );
+    }
+}
