@@ -82,6 +82,8 @@ impl Default for Options {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Run(Options),
+    Examine(crate::rescue::ExamineOptions),
+    Status(crate::rescue::StatusOptions),
     Help,
     Version,
 }
@@ -101,7 +103,12 @@ pub fn parse_size(s: &str) -> Option<usize> {
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
     let mut opts = Options::default();
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
+    let first = args.peek().and_then(|a| a.to_str());
+    if let Some(sub) = first.and_then(crate::rescue::Subcommand::from_word) {
+        args.next();
+        return crate::rescue::parse(sub, &mut args);
+    }
     while let Some(arg) = args.next() {
         let arg = arg
             .into_string()

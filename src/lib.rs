@@ -7,6 +7,7 @@ pub mod cli;
 pub mod event_loop;
 pub mod log;
 pub mod registry;
+pub mod rescue;
 pub mod server;
 pub mod startup;
 pub mod sys;
