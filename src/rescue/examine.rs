@@ -103,7 +103,7 @@ pub fn examine(spec: &str, node_dir: &Path) -> Result<Examined, String> {
     }
     let size = (&file)
         .seek(SeekFrom::End(0))
-        .map_err(|e| format!("cannot size it: {e}"))?;
+        .map_err(|e| format!("cannot size it: {}", io_desc(&e)))?;
     if size < disk::HEADER_LEN as u64 {
         return Err(format!(
             "too small for a dm disk log: {size} bytes, its header alone needs {}",
@@ -113,7 +113,8 @@ pub fn examine(spec: &str, node_dir: &Path) -> Result<Examined, String> {
 
     let mut io = IoBuf::new();
     let head = io.get(block_size as usize);
-    let got = read_up_to(&file, head, 0).map_err(|e| format!("cannot read its header: {e}"))?;
+    let got = read_up_to(&file, head, 0)
+        .map_err(|e| format!("cannot read its header: {}", io_desc(&e)))?;
     let head = &head[..got];
     let region_count = match disk::parse_header(head) {
         Ok(Some(n)) => n,
@@ -144,7 +145,7 @@ pub fn examine(spec: &str, node_dir: &Path) -> Result<Examined, String> {
         let len = (image_len - offset).min(IO_BUF_LEN as u64) as usize;
         let buf = io.get(len);
         file.read_exact_at(buf, offset)
-            .map_err(|e| format!("cannot read {len} bytes at byte {offset}: {e}"))?;
+            .map_err(|e| format!("cannot read {len} bytes at byte {offset}: {}", io_desc(&e)))?;
         disk::load_clean_bits(&mut clean, offset, buf);
         offset += len as u64;
     }
@@ -155,6 +156,14 @@ pub fn examine(spec: &str, node_dir: &Path) -> Result<Examined, String> {
         version,
         clean,
     })
+}
+
+/// An I/O error in the words of the errno table, as the other messages.
+fn io_desc(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => Errno::from_raw(n).desc().to_string(),
+        None => e.to_string(),
+    }
 }
 
 fn le_u32(b: &[u8], at: usize) -> u32 {
