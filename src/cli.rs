@@ -14,6 +14,8 @@ pub const HELP: &str = "\
 dm-ulogd: a single-node server for device-mapper's userspace dirty log
 
 Usage: dm-ulogd [options]
+       dm-ulogd examine DEVICE [--dirty] [--region-size SECTORS] [--node-dir DIR]
+       dm-ulogd status [--state-dir DIR] [--pidfile PATH] [--json]
 
 Serves the dirty-region logs of device-mapper mirrors whose table names a
 `userspace` log (`mirror userspace <n> <uuid> [integrated_flush] <type> ...`),
@@ -41,6 +43,25 @@ Options:
   -v, --verbose            more log output (-vv for every request); RUST_LOG overrides
   -h, --help               this text
   -V, --version            version and git revision
+
+Rescue tools (read-only: they open everything O_RDONLY and write nothing):
+  examine DEVICE           what a disk log device (a path or major:minor) records,
+                           without the daemon or device-mapper: the header, the
+                           device size and whether the image fits, clean and dirty
+                           region counts; the kernel's disk logs and dm-ulogd's alike
+      --dirty              also list the dirty regions as ranges
+      --region-size N      the mirror's region size in sectors: also list the dirty
+                           byte ranges of the mirror (what a load would resync)
+      --node-dir DIR       where a major:minor device gets its short-lived node
+                           (default /dev)
+                           Not a dm disk log (wrong magic, too small, unreadable):
+                           one line on stderr, exit code 1.
+  status                   each live log of the daemon, from its state files: uuid,
+                           type, regions, in sync, dirty, log device; and whether
+                           the daemon runs (it holds the pid file's lock)
+      --state-dir DIR      the daemon's --state-dir (default /run/dm-ulogd)
+      --pidfile PATH       the daemon's --pidfile (default /run/dm-ulogd.pid)
+      --json               one JSON object per line per log
 
 Signals: SIGTERM/SIGINT exit when no log is live (otherwise refused and logged:
 exiting would freeze those mirrors); SIGUSR1 logs a summary of every log.
@@ -82,6 +103,8 @@ impl Default for Options {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Run(Options),
+    Examine(crate::rescue::ExamineOptions),
+    Status(crate::rescue::StatusOptions),
     Help,
     Version,
 }
@@ -101,7 +124,12 @@ pub fn parse_size(s: &str) -> Option<usize> {
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
     let mut opts = Options::default();
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
+    let first = args.peek().and_then(|a| a.to_str());
+    if let Some(sub) = first.and_then(crate::rescue::Subcommand::from_word) {
+        args.next();
+        return crate::rescue::parse(sub, &mut args);
+    }
     while let Some(arg) = args.next() {
         let arg = arg
             .into_string()

@@ -8,6 +8,7 @@ pub mod event_loop;
 pub mod log;
 pub mod mirrors;
 pub mod registry;
+pub mod rescue;
 pub mod server;
 pub mod startup;
 pub mod sys;

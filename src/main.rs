@@ -6,6 +6,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use dm_ulogd::cli::{self, Command, Options};
 use dm_ulogd::event_loop;
 use dm_ulogd::mirrors::DmMirrors;
+use dm_ulogd::rescue;
 use dm_ulogd::server::{Limits, Server};
 use dm_ulogd::startup::{self, ExitCode, Fatal, LogTarget, Ready};
 use dm_ulogd::sys::netlink::{ConnectorSocket, SocketError};
@@ -24,6 +25,8 @@ fn main() {
             ExitCode::Ok
         }
         Ok(Command::Run(opts)) => run(opts),
+        Ok(Command::Examine(opts)) => rescue::examine::run(&opts),
+        Ok(Command::Status(opts)) => rescue::status::run(&opts),
         Err(msg) => {
             eprintln!("dm-ulogd: {msg}\nTry 'dm-ulogd --help'.");
             ExitCode::Usage

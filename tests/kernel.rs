@@ -296,3 +296,20 @@ fn out_of_room() {
 fn daemon_lines_reach_kernel_log() {
     run_scenario("daemon_kmsg", 2);
 }
+
+// Rescue tools (issue 14).
+
+/// `dm-ulogd examine` on log devices the kernel's disk log wrote (clean,
+/// writes in flight, the kernel's own in-sync count of that image) and
+/// dm-ulogd's; wrong magic, truncated, unreadable devices exit 1.
+#[test]
+fn rescue_examine() {
+    run_scenario("rescue_examine", 2);
+}
+
+/// `dm-ulogd status` against a running daemon agrees with its SIGUSR1
+/// summary and dmsetup status; after SIGKILL the daemon shows not running.
+#[test]
+fn rescue_status() {
+    run_scenario("rescue_status", 2);
+}

@@ -417,6 +417,9 @@ fn disk_log_with_mirrors(name: &str, count: u64) -> (PathBuf, DirtyLog, DeviceIo
     (file, log, io, mirrors)
 }
 
+/// A log device image and the step of the model it was taken in.
+type ImageAtStep = (usize, Vec<u8>);
+
 /// The power-loss rule: a region becomes clean on the device only in a
 /// write that a leg flush preceded, and that flush came after the region's
 /// last CLEAR (or recovery): its data was on every leg's stable storage
@@ -429,8 +432,8 @@ fn the_legs_are_flushed_before_any_region_is_recorded_clean() {
     for (seed, count) in [(1u64, 40u64), (2, 300), (3, 5000)] {
         let (file, mut log, mut io, mirrors) =
             disk_log_with_mirrors(&format!("legs-{seed}"), count);
-        // The image as the leg flush saw it, and in which step.
-        let at_flush: Rc<RefCell<Vec<(usize, Vec<u8>)>>> = Rc::default();
+        // The image as each leg flush saw it, and in which step.
+        let at_flush: Rc<RefCell<Vec<ImageAtStep>>> = Rc::default();
         let step = Rc::new(std::cell::Cell::new(0usize));
         {
             let (at_flush, step, file) = (at_flush.clone(), step.clone(), file.clone());

@@ -17,7 +17,8 @@ pub const MAGIC: u32 = 0x4D69_5272;
 pub const VERSION: u32 = 2;
 /// Byte offset of the clean bits (LOG_OFFSET = 2 sectors).
 pub const BITMAP_OFFSET: u64 = 1024;
-const HEADER_LEN: usize = 16;
+/// Bytes of the header that carry fields (magic, version, nr_regions).
+pub const HEADER_LEN: usize = 16;
 
 /// Size of the staging buffer for log device I/O. Larger transfers are split.
 pub const IO_BUF_LEN: usize = 64 * 1024;
@@ -46,7 +47,8 @@ impl IoBuf {
         IoBuf { storage, offset }
     }
 
-    fn get(&mut self, len: usize) -> &mut [u8] {
+    /// The first `len` bytes (at most IO_BUF_LEN), aligned for O_DIRECT.
+    pub fn get(&mut self, len: usize) -> &mut [u8] {
         &mut self.storage[self.offset..self.offset + len]
     }
 }
@@ -586,21 +588,33 @@ impl DiskStore {
                 }
                 header = Some(parse_header(&buf[..HEADER_LEN])?);
             }
-            let bits_from = offset.max(BITMAP_OFFSET);
-            if bits_from < offset + len as u64 {
-                let start = (bits_from - offset) as usize;
-                clean.read_le_bytes((bits_from - BITMAP_OFFSET) as usize, &buf[start..]);
-            }
+            load_clean_bits(clean, offset, buf);
             offset += len as u64;
         }
         Ok(header.flatten())
     }
 }
 
-/// Parses the header: Some(nr_regions) for a valid dm-log header, None for
-/// anything without the magic; an unknown version is an error, as in the
-/// kernel.
-fn parse_header(h: &[u8]) -> Result<Option<u64>, String> {
+/// Loads into `clean` the clean bits among `chunk`, the image's bytes from
+/// `offset` on (a multiple of 8).
+pub fn load_clean_bits(clean: &mut Bitmap, offset: u64, chunk: &[u8]) {
+    let bits_from = offset.max(BITMAP_OFFSET);
+    if bits_from < offset + chunk.len() as u64 {
+        let start = (bits_from - offset) as usize;
+        clean.read_le_bytes((bits_from - BITMAP_OFFSET) as usize, &chunk[start..]);
+    }
+}
+
+/// Parses the header: Some(nr_regions) for a
+/// valid dm-log header, None for anything without the magic; an unknown
+/// version is an error, as in the kernel.
+pub fn parse_header(h: &[u8]) -> Result<Option<u64>, String> {
+    if h.len() < HEADER_LEN {
+        return Err(format!(
+            "{} bytes cannot hold a dm disk log header ({HEADER_LEN} bytes)",
+            h.len()
+        ));
+    }
     let word = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
     if word(0) != MAGIC {
         return Ok(None);
