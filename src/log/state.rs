@@ -13,7 +13,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
+use nix::fcntl::{FallocateFlags, OFlag};
 use nix::sys::stat::Mode;
 use nix::unistd::{self, UnlinkatFlags};
 
@@ -53,20 +53,51 @@ pub struct StateDir {
     dir: OwnedFd,
 }
 
-/// FNV-1a: a stable name for a uuid of any bytes within NAME_MAX.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+/// FNV-1a from `basis` over the luid's bytes, then the uuid's.
+fn fnv1a(basis: u64, uuid: &[u8], luid: u64) -> u64 {
+    luid.to_le_bytes().iter().chain(uuid).fold(basis, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 
-fn file_name(uuid: &[u8], luid: u64) -> heapless::String<48> {
+/// FNV-1a's offset basis, and a second one for the name's other half.
+const FNV_BASES: [u64; 2] = [0xcbf2_9ce4_8422_2325, 0x6c62_272e_07bb_0142];
+
+/// "log-" and 32 hex digits: a hash of the uuid and the luid, fixed-length
+/// whatever the uuid. The luid is the address of the kernel's log context,
+/// which a name must not show; the header keeps both for matching.
+fn file_name(uuid: &[u8], luid: u64) -> heapless::String<40> {
     let mut name = heapless::String::new();
-    let _ = core::fmt::Write::write_fmt(
-        &mut name,
-        format_args!("log-{luid:016x}-{:016x}", fnv1a(uuid)),
-    );
+    let [a, b] = FNV_BASES.map(|basis| fnv1a(basis, uuid, luid));
+    let _ = core::fmt::Write::write_fmt(&mut name, format_args!("log-{a:016x}{b:016x}"));
     name
+}
+
+/// Flags of every open of a state file: never through a symbolic link, and
+/// never a terminal or a blocking FIFO should something else sit there.
+const OPEN_FLAGS: OFlag = OFlag::O_CLOEXEC
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_NOCTTY)
+    .union(OFlag::O_NONBLOCK);
+
+/// Gives `file` its `len` bytes of storage now, so that a store into its
+/// mapping never meets a full file system (which raises SIGBUS): ENOSPC
+/// here instead. Where fallocate is not supported, zeros are written.
+fn allocate(file: &File, len: u64) -> Result<(), Errno> {
+    let end = libc::off_t::try_from(len).map_err(|_| Errno::EFBIG)?;
+    match nix::fcntl::fallocate(file.as_fd(), FallocateFlags::empty(), 0, end) {
+        Err(Errno::EOPNOTSUPP) => {
+            let zeros = [0u8; PAGE as usize];
+            let mut at = file.metadata().map_err(io_errno)?.len().min(len);
+            while at < len {
+                let n = (len - at).min(PAGE) as usize;
+                file.write_all_at(&zeros[..n], at).map_err(io_errno)?;
+                at += n as u64;
+            }
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 fn words_offset(words: usize) -> (u64, u64, u64) {
@@ -79,23 +110,33 @@ impl StateDir {
         StateDir { dir }
     }
 
-    /// Creates (or truncates) the state file of a new log and maps its
-    /// zero-filled clean and sync words.
+    /// Creates the state file of a new log afresh (whatever had its name is
+    /// unlinked, not truncated), allocates it in full and maps its
+    /// zero-filled clean and sync words. On failure (ENOSPC on a full file
+    /// system) nothing is left behind.
     pub fn create(&self, id: &Identity<'_>) -> Result<(Bitmap, Bitmap), Errno> {
         if id.uuid.len() > MAX_UUID_LEN || id.ctr.len() > MAX_CTR_LEN {
             return Err(Errno::ENAMETOOLONG);
         }
         let name = file_name(id.uuid, id.luid);
+        self.remove(id.uuid, id.luid);
         let fd = nix::fcntl::openat(
             &self.dir,
             name.as_str(),
-            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC,
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OPEN_FLAGS,
             Mode::S_IRUSR | Mode::S_IWUSR,
         )?;
-        let file = File::from(fd);
+        let made = self.fill(File::from(fd), id);
+        if made.is_err() {
+            self.remove(id.uuid, id.luid);
+        }
+        made
+    }
+
+    fn fill(&self, file: File, id: &Identity<'_>) -> Result<(Bitmap, Bitmap), Errno> {
         let words = bitmap::words_for(id.region_count);
         let (_, _, total) = words_offset(words);
-        file.set_len(total).map_err(io_errno)?;
+        allocate(&file, total)?;
         let mut header = [0u8; HEADER_LEN];
         header[field::MAGIC..field::MAGIC + 8].copy_from_slice(MAGIC);
         header[field::LUID..field::LUID + 8].copy_from_slice(&id.luid.to_le_bytes());
@@ -119,7 +160,7 @@ impl StateDir {
         let fd = nix::fcntl::openat(
             &self.dir,
             name.as_str(),
-            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            OFlag::O_RDONLY | OPEN_FLAGS,
             Mode::empty(),
         )
         .ok()?;
@@ -143,7 +184,7 @@ impl StateDir {
         let fd = match nix::fcntl::openat(
             &self.dir,
             name.as_str(),
-            OFlag::O_RDWR | OFlag::O_CLOEXEC,
+            OFlag::O_RDWR | OPEN_FLAGS,
             Mode::empty(),
         ) {
             Ok(fd) => fd,
@@ -156,9 +197,12 @@ impl StateDir {
             return Ok(None);
         }
         let (_, _, total) = words_offset(bitmap::words_for(id.region_count));
-        if file.metadata().map_err(io_errno)?.len() < total {
+        let meta = file.metadata().map_err(io_errno)?;
+        if !meta.is_file() || meta.len() < total {
             return Ok(None);
         }
+        // A file of an older dm-ulogd may be sparse.
+        allocate(&file, total)?;
         self.map(&file, id.region_count).map(Some)
     }
 
@@ -249,5 +293,48 @@ mod tests {
         }
         dir.remove(b"u1", 7);
         assert!(dir.restore(&id).unwrap().is_none());
+    }
+
+    #[test]
+    fn names_are_fixed_length_and_hide_the_luid() {
+        let luid = 0xffff_8880_1234_5678u64;
+        let short = file_name(b"u", luid);
+        let long = file_name(&[b'x'; MAX_UUID_LEN], luid);
+        assert_eq!(short.len(), 36);
+        assert_eq!(long.len(), 36);
+        for name in [&short, &long] {
+            assert!(name.starts_with("log-"), "{name}");
+            for part in ["ffff8880", "12345678", "88801234"] {
+                assert!(!name.contains(part), "{name} shows the luid");
+            }
+        }
+        assert_ne!(file_name(b"u", luid), file_name(b"u", luid + 1));
+        assert_ne!(file_name(b"u", luid), file_name(b"v", luid));
+    }
+
+    /// A symbolic link where a state file goes is replaced, never followed:
+    /// its target keeps its content.
+    #[test]
+    fn a_symlink_in_place_of_a_state_file_is_not_followed() {
+        let dir = temp_dir("symlink");
+        let id = Identity {
+            uuid: b"u-link",
+            luid: 9,
+            ctr: b"1000 core 1 8",
+            region_count: 125,
+        };
+        let root =
+            std::env::temp_dir().join(format!("dm-ulogd-state-symlink-{}", std::process::id()));
+        let target = std::env::temp_dir().join(format!("dm-ulogd-target-{}", std::process::id()));
+        std::fs::write(&target, b"precious").unwrap();
+        let link = root.join(file_name(id.uuid, id.luid).as_str());
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(dir.saved_ctr(id.uuid, id.luid).is_none());
+        assert!(!matches!(dir.restore(&id), Ok(Some(_))));
+        let (mut clean, _) = dir.create(&id).unwrap();
+        clean.set(1);
+        assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+        assert!(!std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        let _ = std::fs::remove_file(&target);
     }
 }
