@@ -333,8 +333,14 @@ pub fn open_state_dir(path: &Path) -> Result<StateDirLock, Fatal> {
         Mode::empty(),
     )
     .map_err(|e| match e {
-        Errno::ELOOP => unsafe_dir("it is a symbolic link".into()),
-        Errno::ENOTDIR => unsafe_dir("it is not a directory".into()),
+        // O_DIRECTORY with O_NOFOLLOW fails with ENOTDIR on a symbolic link.
+        Errno::ELOOP | Errno::ENOTDIR => {
+            if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink()) {
+                unsafe_dir("it is a symbolic link".into())
+            } else {
+                unsafe_dir("it is not a directory".into())
+            }
+        }
         e => failed("open", e.desc()),
     })?;
     let st = stat::fstat(&dir).map_err(|e| failed("stat", e.desc()))?;
