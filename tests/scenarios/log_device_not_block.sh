@@ -18,10 +18,6 @@ create_mirror m0 16384 userspace dmulogd-chr-good core 1024
 make_legs b 8192
 LEGS="2 /dev/mapper/b_0 0 /dev/mapper/b_1 0"
 
-# session and tty_nr: fields 6 and 7 of /proc/PID/stat (the name has no space).
-session=$(cut -d' ' -f6 "/proc/$pid/stat")
-[ "$session" != "$pid" ] || fail "dm-ulogd (pid $pid) leads its session"
-
 n=0
 for dev in /dev/ttyS0 /dev/console /dev/null /dev/zero; do
     [ -c "$dev" ] || fail "$dev is not a character device in this guest"
@@ -31,6 +27,10 @@ for dev in /dev/ttyS0 /dev/console /dev/null /dev/zero; do
         fail "$dev: the table was accepted"
     fi
     dmsetup info bad >/dev/null 2>&1 && fail "$dev: device 'bad' left behind"
+    daemon_alive || fail "$dev: dm-ulogd died"
+    # tty_nr: field 7 of /proc/PID/stat (the name has no space).
+    tty=$(cut -d' ' -f7 "/proc/$pid/stat")
+    [ "$tty" = 0 ] || fail "$dev: dm-ulogd acquired a controlling terminal (tty_nr $tty)"
     new=$(daemon_errors | tail -n +$((before + 1)))
     [ "$(echo "$new" | grep -c .)" = 1 ] || fail "$dev: expected one dm-ulogd error line, got: $new"
     case $new in
@@ -38,10 +38,10 @@ for dev in /dev/ttyS0 /dev/console /dev/null /dev/zero; do
         *) fail "$dev: the error line does not say it is a character device refused unopened: $new" ;;
     esac
     log "$dev: ${new#*dm-ulogd}"
-    daemon_alive || fail "$dev: dm-ulogd died"
-    tty=$(cut -d' ' -f7 "/proc/$pid/stat")
-    [ "$tty" = 0 ] || fail "$dev: dm-ulogd acquired a controlling terminal (tty_nr $tty)"
 done
+
+session=$(cut -d' ' -f6 "/proc/$pid/stat")
+[ "$session" != "$pid" ] || fail "dm-ulogd (pid $pid) leads its session: a terminal it opens could become its own"
 
 write_random /dev/mapper/m0 2 4
 wait_in_sync m0 60
