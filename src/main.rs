@@ -90,23 +90,14 @@ fn serve(opts: &Options, ready: &mut Option<Ready>) -> Result<(), Fatal> {
         Some(path) => Some(startup::lock_pidfile(path)?),
         None => None,
     };
-    let state_dir = startup::open_state_dir(&opts.state_dir)?;
+    let (state_dir, _state_dir_lock) = startup::open_state_dir(&opts.state_dir)?;
     let node_dir = startup::open_work_dir(&opts.node_dir, "--node-dir")?;
 
     let limits = Limits {
         max_logs: opts.max_logs,
         memory_budget: opts.memory_budget,
     };
-    let mut server = Server::new(
-        limits,
-        state_dir.dir.try_clone().map_err(|e| {
-            Fatal::new(
-                ExitCode::Runtime,
-                format!("cannot duplicate the state directory's descriptor: {e}"),
-            )
-        })?,
-        node_dir,
-    );
+    let mut server = Server::new(limits, state_dir, node_dir);
     if opts.mlock {
         startup::harden();
     }

@@ -287,22 +287,17 @@ pub fn open_work_dir(path: &Path, option: &str) -> Result<OwnedFd, Fatal> {
     .map_err(|e| fail("open", e.desc().to_string()))
 }
 
-/// The open state directory and the lock that makes it this daemon's.
-pub struct StateDirLock {
-    pub dir: OwnedFd,
-    /// Held for the daemon's lifetime: a second daemon on the same directory
-    /// (with another pid file or none) fails to take it.
-    _lock: Flock<OwnedFd>,
-}
-
 /// Creates (0700) and opens the state directory, refuses one that others
-/// could tamper with, and locks it.
+/// could tamper with, and locks it. Returns the directory and the lock (on
+/// a duplicate of it), which the daemon holds for its lifetime: a second
+/// daemon on the same directory (with another pid file or none) fails to
+/// take it.
 ///
 /// The directory must be a real directory (not a symbolic link), owned by
 /// root (or the daemon's user), and writable by its owner only: its files
 /// hold every log's bits, and their names and headers the kernel's log ids.
 /// Group or other read and search bits are removed.
-pub fn open_state_dir(path: &Path) -> Result<StateDirLock, Fatal> {
+pub fn open_state_dir(path: &Path) -> Result<(OwnedFd, Flock<OwnedFd>), Fatal> {
     let unsafe_dir = |why: String| {
         Fatal::new(
             ExitCode::Environment,
@@ -367,14 +362,13 @@ pub fn open_state_dir(path: &Path) -> Result<StateDirLock, Fatal> {
         Errno::EWOULDBLOCK => Fatal::new(
             ExitCode::AlreadyRunning,
             format!(
-                "another dm-ulogd uses state directory {}; only one may serve the kernel \
-                 (choose another with --state-dir only for a daemon that serves no kernel)",
+                "another dm-ulogd uses state directory {}; only one may serve the kernel",
                 path.display()
             ),
         ),
         e => failed("lock", e.desc()),
     })?;
-    Ok(StateDirLock { dir, _lock: lock })
+    Ok((dir, lock))
 }
 
 /// NLMSG_NOOP, the type of the probe: the connector ignores any message too
