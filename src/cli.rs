@@ -10,6 +10,16 @@ pub const DEFAULT_MAX_LOGS: usize = 256;
 pub const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
 pub const DEFAULT_RCVBUF: usize = 4 << 20;
 
+/// Bounds checked at parse time. The registry reserves its table of logs at
+/// start-up, so --max-logs bounds memory the daemon takes (and locks) at once.
+pub const MAX_LOGS_LIMIT: usize = 65536;
+pub const MEMORY_BUDGET_MIN: usize = 1 << 10;
+pub const MEMORY_BUDGET_MAX: usize = 1 << 40;
+/// Below this the queue holds too few of the kernel's requests to ride out a
+/// burst; above it the kernel's doubled buffer size would overflow an int.
+pub const RCVBUF_MIN: usize = 64 << 10;
+pub const RCVBUF_MAX: usize = 1 << 30;
+
 pub const HELP: &str = "\
 dm-ulogd: a single-node server for device-mapper's userspace dirty log
 
@@ -31,11 +41,11 @@ Options:
                            resumes them; keep it on tmpfs (default /run/dm-ulogd)
       --node-dir DIR       where a major:minor log device gets a short-lived device
                            node; must allow device nodes (default /dev)
-      --max-logs N         most logs served at once (default 256)
+      --max-logs N         most logs served at once, 1 to 65536 (default 256)
       --memory-budget SIZE most memory for all bitmaps together, with an optional
-                           K, M or G suffix (default 64M); a log that does not fit
-                           is refused with -ENOMEM
-      --rcvbuf SIZE        netlink receive queue (default 4M)
+                           K, M, G or T suffix, 1K to 1T (default 64M); a log that
+                           does not fit is refused with -ENOMEM
+      --rcvbuf SIZE        netlink receive queue, 64K to 1G (default 4M)
       --no-mlock           do not lock memory (mlockall) or opt out of the OOM killer
       --root-storage       run as a root storage daemon: re-execute with argv[0]
                            \"@dm-ulogd\" so systemd spares it at switch_root and at
@@ -64,9 +74,14 @@ Rescue tools (read-only: they open everything O_RDONLY and write nothing):
       --json               one JSON object per line per log
 
 Signals: SIGTERM/SIGINT exit when no log is live (otherwise refused and logged:
-exiting would freeze those mirrors); SIGUSR1 logs a summary of every log.
+exiting would freeze those mirrors); SIGUSR1 and SIGHUP log a summary of every
+log (there is no configuration to reload). Every other signal that would stop
+or kill the daemon is ignored (SIGQUIT, SIGUSR2, SIGALRM, ... are logged as
+ignored); only SIGKILL and SIGSTOP, which cannot be caught, and real faults
+(SIGSEGV, SIGBUS, ...) act.
 Exit codes: 0 ok, 1 runtime error, 2 usage error, 3 environment (privileges,
-no netlink connector), 4 another instance holds the pid file.
+no netlink connector, another network namespace, an unsafe state directory),
+4 another instance holds the pid file or the state directory.
 ";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,16 +124,46 @@ pub enum Command {
     Version,
 }
 
-/// Parses a size: digits with an optional K, M or G (powers of 1024).
+/// Parses a size: digits with an optional K, M, G or T (powers of 1024).
 pub fn parse_size(s: &str) -> Option<usize> {
     let (digits, shift) = match s.as_bytes().last()? {
         b'k' | b'K' => (&s[..s.len() - 1], 10),
         b'm' | b'M' => (&s[..s.len() - 1], 20),
         b'g' | b'G' => (&s[..s.len() - 1], 30),
+        b't' | b'T' => (&s[..s.len() - 1], 40),
         _ => (s, 0),
     };
     let n: usize = digits.parse().ok()?;
     n.checked_mul(1usize << shift)
+}
+
+/// A size option within `min..=max`, or a message naming the option and
+/// both bounds.
+fn bounded_size(option: &str, value: &str, min: usize, max: usize) -> Result<usize, String> {
+    match parse_size(value) {
+        Some(n) if (min..=max).contains(&n) => Ok(n),
+        Some(_) => Err(format!(
+            "{option} {value:?} is out of range: expected {} to {}",
+            show_size(min),
+            show_size(max)
+        )),
+        None => Err(format!(
+            "{option} {value:?}: expected a size like {}, from {} to {}",
+            show_size(DEFAULT_MEMORY_BUDGET),
+            show_size(min),
+            show_size(max)
+        )),
+    }
+}
+
+/// A size as its largest exact K/M/G/T unit, as the options take it.
+fn show_size(n: usize) -> String {
+    for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
+        if n >= 1 << shift && n.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    n.to_string()
 }
 
 /// Parses the arguments after the program name.
@@ -163,21 +208,28 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             "--node-dir" => opts.node_dir = PathBuf::from(value("a directory")?),
             "--max-logs" => {
                 let v = value("a number")?;
-                opts.max_logs = match v.parse() {
-                    Ok(n) if n > 0 => n,
-                    _ => return Err(format!("--max-logs {v:?}: expected a number above 0")),
+                opts.max_logs = match v.parse::<u64>() {
+                    Ok(n) if (1..=MAX_LOGS_LIMIT as u64).contains(&n) => n as usize,
+                    Ok(_) => {
+                        return Err(format!(
+                            "--max-logs {v:?} is out of range: expected 1 to {MAX_LOGS_LIMIT}"
+                        ));
+                    }
+                    Err(_) => {
+                        return Err(format!(
+                            "--max-logs {v:?}: expected a number from 1 to {MAX_LOGS_LIMIT}"
+                        ));
+                    }
                 };
             }
             "--memory-budget" => {
                 let v = value("a size")?;
-                opts.memory_budget = parse_size(&v)
-                    .ok_or_else(|| format!("--memory-budget {v:?}: expected a size like 64M"))?;
+                opts.memory_budget =
+                    bounded_size("--memory-budget", &v, MEMORY_BUDGET_MIN, MEMORY_BUDGET_MAX)?;
             }
             "--rcvbuf" => {
                 let v = value("a size")?;
-                opts.rcvbuf = parse_size(&v)
-                    .filter(|&n| n > 0 && n <= i32::MAX as usize)
-                    .ok_or_else(|| format!("--rcvbuf {v:?}: expected a size like 4M"))?;
+                opts.rcvbuf = bounded_size("--rcvbuf", &v, RCVBUF_MIN, RCVBUF_MAX)?;
             }
             _ => return Err(format!("unknown argument {arg:?}")),
         }
@@ -210,7 +262,7 @@ mod tests {
             "8",
             "--memory-budget",
             "2M",
-            "--rcvbuf=1k",
+            "--rcvbuf=64k",
             "--no-mlock",
             "--root-storage",
             "-v",
@@ -224,7 +276,7 @@ mod tests {
         assert_eq!(o.node_dir, PathBuf::from("/tmp/n"));
         assert_eq!(o.max_logs, 8);
         assert_eq!(o.memory_budget, 2 << 20);
-        assert_eq!(o.rcvbuf, 1024);
+        assert_eq!(o.rcvbuf, 64 << 10);
         assert!(!o.mlock);
         assert!(o.root_storage);
         assert_eq!(o.verbosity, 2);
@@ -234,7 +286,11 @@ mod tests {
     fn errors_name_the_argument() {
         assert!(run(&["--bogus"]).unwrap_err().contains("--bogus"));
         assert!(run(&["--max-logs"]).unwrap_err().contains("needs a number"));
-        assert!(run(&["--max-logs", "0"]).unwrap_err().contains("above 0"));
+        assert!(
+            run(&["--max-logs", "0"])
+                .unwrap_err()
+                .contains("1 to 65536")
+        );
         assert!(
             run(&["--memory-budget", "lots"])
                 .unwrap_err()
@@ -249,5 +305,53 @@ mod tests {
         );
         assert_eq!(run(&["-h"]), Ok(Command::Help));
         assert_eq!(run(&["--version"]), Ok(Command::Version));
+    }
+
+    /// Values that panicked (overflow) or aborted (a huge allocation) before
+    /// they were bounded: each is refused with a message naming the option
+    /// and its range.
+    #[test]
+    fn options_are_bounded() {
+        for (args, want) in [
+            (
+                &["--max-logs", "18446744073709551615"][..],
+                "--max-logs \"18446744073709551615\" is out of range: expected 1 to 65536",
+            ),
+            (&["--max-logs", "100000000000"], "expected 1 to 65536"),
+            (&["--max-logs", "65537"], "expected 1 to 65536"),
+            (
+                &["--max-logs", "99999999999999999999999"],
+                "from 1 to 65536",
+            ),
+            (&["--max-logs", "-1"], "from 1 to 65536"),
+            (&["--memory-budget", "2T"], "expected 1K to 1T"),
+            (&["--memory-budget", "1023"], "expected 1K to 1T"),
+            (&["--memory-budget", "0"], "expected 1K to 1T"),
+            (&["--memory-budget", "99999999999G"], "from 1K to 1T"),
+            (&["--rcvbuf", "0"], "expected 64K to 1G"),
+            (&["--rcvbuf", "2G"], "expected 64K to 1G"),
+            (&["--rcvbuf=1k"], "expected 64K to 1G"),
+        ] {
+            let err = run(args).unwrap_err();
+            assert!(err.contains(want), "{args:?}: {err:?}");
+            assert!(
+                err.starts_with(args[0].split('=').next().unwrap()),
+                "{err:?}"
+            );
+        }
+        let Ok(Command::Run(o)) = run(&[
+            "--max-logs",
+            "65536",
+            "--memory-budget",
+            "1T",
+            "--rcvbuf",
+            "1G",
+        ]) else {
+            panic!("the largest values are refused");
+        };
+        assert_eq!(
+            (o.max_logs, o.memory_budget, o.rcvbuf),
+            (65536, 1 << 40, 1 << 30)
+        );
     }
 }

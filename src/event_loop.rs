@@ -52,43 +52,66 @@ pub fn run(server: &mut Server, socket: &ConnectorSocket, signals: &SignalFd) ->
     let mut events = Events::with_capacity(4);
     let mut rx = Box::new(Datagrams::<RECV_BUF_LEN>::new());
     let mut tx = Box::new(Datagrams::<REPLY_BUF_LEN>::new());
+    // Set when the socket was left with requests in its queue: mio reports
+    // readiness on edges only, so the loop takes them up itself after a
+    // poll that only looks at the signals.
+    let mut backlog = false;
     loop {
-        let timeout = server.has_deferred_writes().then_some(IDLE_WRITE_BACK);
+        let timeout = if backlog {
+            Some(Duration::ZERO)
+        } else {
+            server.has_deferred_writes().then_some(IDLE_WRITE_BACK)
+        };
         match poll.poll(&mut events, timeout) {
-            Ok(()) if events.is_empty() => server.write_back_all(),
+            Ok(()) if events.is_empty() && !backlog => server.write_back_all(),
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
+        let mut readable = backlog;
         for event in events.iter() {
             match event.token() {
-                NETLINK => drain_socket(server, socket, &mut rx, &mut tx)?,
+                NETLINK => readable = true,
                 SIGNALS if drain_signals(server, signals)? => return Ok(()),
                 _ => {}
             }
         }
+        backlog = readable && drain_socket(server, socket, &mut rx, &mut tx)? == Drained::Paused;
     }
 }
 
-/// Serves requests until the socket stays quiet for NEXT_REQUEST_WAIT (or
-/// after BATCHES_BETWEEN_POLLS batches, once the queue is empty). mio is
-/// edge-triggered, so the socket is always left empty. Each recvmmsg takes
-/// a batch of requests, their replies leave in one sendmmsg: under load a
-/// request costs a receive and a send, as for a blocking server.
+/// How `drain_socket` left the socket.
+#[derive(Debug, PartialEq, Eq)]
+enum Drained {
+    /// The queue is empty.
+    Empty,
+    /// BATCHES_BETWEEN_POLLS batches were served; more may be queued.
+    Paused,
+}
+
+/// Serves requests until the socket stays quiet for NEXT_REQUEST_WAIT, or
+/// for at most BATCHES_BETWEEN_POLLS batches, full or not, so that signals
+/// are seen under any load. Each recvmmsg takes a batch of requests, their
+/// replies leave in one sendmmsg: under load a request costs a receive and
+/// a send, as for a blocking server.
 fn drain_socket(
     server: &mut Server,
     socket: &ConnectorSocket,
     rx: &mut Datagrams<RECV_BUF_LEN>,
     tx: &mut Datagrams<REPLY_BUF_LEN>,
-) -> io::Result<()> {
+) -> io::Result<Drained> {
     let mut batches = 0u32;
     loop {
+        if batches >= BATCHES_BETWEEN_POLLS {
+            return Ok(Drained::Paused);
+        }
         // The first receive follows the poll's readiness, so it need not
-        // wait; the last ones must not, so the loop gets back to the poll.
-        let wait = batches > 0 && batches < BATCHES_BETWEEN_POLLS;
+        // wait.
+        let wait = batches > 0;
+        batches += 1;
         match socket.recv_batch(rx, wait) {
             Ok(()) => {}
-            Err(Errno::EAGAIN) => return Ok(()),
+            Err(Errno::EAGAIN) => return Ok(Drained::Empty),
             Err(Errno::EINTR) => continue,
             Err(Errno::ENOBUFS) => {
                 // The kernel saw -ESRCH for what was lost and takes its
@@ -121,10 +144,6 @@ fn drain_socket(
         socket.send_batch(tx, |e| {
             log::warn!("sending a reply to the kernel failed: {}", e.desc());
         });
-        if !rx.is_full() && batches >= BATCHES_BETWEEN_POLLS {
-            return Ok(());
-        }
-        batches = batches.saturating_add(1);
     }
 }
 
@@ -146,8 +165,14 @@ fn drain_signals(server: &mut Server, signals: &SignalFd) -> io::Result<bool> {
                     log::warn!("  live: {} ({})", Uuid(&e.uuid), e.log.log_type().name());
                 }
             }
-            Ok(Signal::SIGUSR1) => server.log_summary(),
-            _ => {}
+            Ok(Signal::SIGUSR1) | Ok(Signal::SIGHUP) => server.log_summary(),
+            Ok(other) => log::warn!(
+                "ignoring {} from pid {}: only SIGTERM or SIGINT (with no live log) and \
+                 SIGKILL stop dm-ulogd",
+                other.as_str(),
+                info.ssi_pid
+            ),
+            Err(_) => {}
         }
     }
     Ok(false)

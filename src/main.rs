@@ -9,7 +9,10 @@ use dm_ulogd::mirrors::DmMirrors;
 use dm_ulogd::rescue;
 use dm_ulogd::server::{Limits, Server};
 use dm_ulogd::startup::{self, ExitCode, Fatal, LogTarget, Ready};
-use dm_ulogd::sys::netlink::{ConnectorSocket, SocketError};
+use dm_ulogd::sys::{
+    self,
+    netlink::{ConnectorSocket, SocketError},
+};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const GIT_REVISION: &str = env!("DM_ULOGD_GIT_REVISION");
@@ -63,7 +66,7 @@ fn report(fatal: Fatal, ready: Option<Ready>) -> ExitCode {
     match ready {
         Some(r) => {
             log::error!("{}", fatal.message);
-            r.failed(&fatal.message);
+            r.failed(fatal.code, &fatal.message);
         }
         None => {
             if log::log_enabled!(log::Level::Error) {
@@ -77,6 +80,7 @@ fn report(fatal: Fatal, ready: Option<Ready>) -> ExitCode {
 }
 
 fn serve(opts: &Options, ready: &mut Option<Ready>) -> Result<(), Fatal> {
+    let signals = take_signals()?;
     startup::check_privileges()?;
     let socket = ConnectorSocket::open(opts.rcvbuf).map_err(|e| {
         let code = match e {
@@ -85,21 +89,13 @@ fn serve(opts: &Options, ready: &mut Option<Ready>) -> Result<(), Fatal> {
         };
         Fatal::new(code, e.to_string())
     })?;
+    startup::check_network_namespace(&socket)?;
     let _pidfile = match &opts.pidfile {
         Some(path) => Some(startup::lock_pidfile(path)?),
         None => None,
     };
-    let state_dir = startup::open_work_dir(&opts.state_dir, "--state-dir")?;
+    let (state_dir, _state_dir_lock) = startup::open_state_dir(&opts.state_dir)?;
     let node_dir = startup::open_work_dir(&opts.node_dir, "--node-dir")?;
-
-    let mut mask = SigSet::empty();
-    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR1] {
-        mask.add(s);
-    }
-    mask.thread_block()
-        .map_err(|e| Fatal::new(ExitCode::Runtime, format!("sigprocmask: {}", e.desc())))?;
-    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .map_err(|e| Fatal::new(ExitCode::Runtime, format!("signalfd: {}", e.desc())))?;
 
     let limits = Limits {
         max_logs: opts.max_logs,
@@ -125,4 +121,62 @@ fn serve(opts: &Options, ready: &mut Option<Ready>) -> Result<(), Fatal> {
     startup::notify_ready();
     event_loop::run(&mut server, &socket, &signals)
         .map_err(|e| Fatal::new(ExitCode::Runtime, format!("event loop failed: {e}")))
+}
+
+/// Signals the event loop reads from a signalfd: TERM and INT (exit when no
+/// log is live), USR1 and HUP (the summary), and the rest of those whose
+/// default action kills the process, which are logged and ignored. A real
+/// fault (SEGV, BUS, ILL, FPE, ABRT, SYS) keeps its default action.
+const READ_SIGNALS: [Signal; 15] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGUSR1,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR2,
+    Signal::SIGALRM,
+    Signal::SIGVTALRM,
+    Signal::SIGPROF,
+    Signal::SIGIO,
+    Signal::SIGXCPU,
+    Signal::SIGXFSZ,
+    Signal::SIGPWR,
+    Signal::SIGSTKFLT,
+    Signal::SIGTRAP,
+];
+
+/// Signals ignored outright: PIPE (a write to a closed pipe or socket fails
+/// with EPIPE instead), the terminal stops TSTP, TTIN and TTOU (a stopped
+/// daemon freezes every mirror as surely as a dead one), and the real-time
+/// signals, whose default action kills.
+const IGNORED_SIGNALS: [Signal; 4] = [
+    Signal::SIGPIPE,
+    Signal::SIGTSTP,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+];
+
+/// Blocks READ_SIGNALS into a signalfd and ignores the rest: from here on
+/// only SIGKILL and SIGSTOP, which cannot be caught, stop the daemon.
+fn take_signals() -> Result<SignalFd, Fatal> {
+    let ignored = IGNORED_SIGNALS
+        .iter()
+        .map(|&s| s as libc::c_int)
+        .chain(libc::SIGRTMIN()..=libc::SIGRTMAX());
+    for signo in ignored {
+        sys::ignore_signal(signo).map_err(|e| {
+            Fatal::new(
+                ExitCode::Runtime,
+                format!("cannot ignore signal {signo}: {}", e.desc()),
+            )
+        })?;
+    }
+    let mut mask = SigSet::empty();
+    for s in READ_SIGNALS {
+        mask.add(s);
+    }
+    mask.thread_block()
+        .map_err(|e| Fatal::new(ExitCode::Runtime, format!("sigprocmask: {}", e.desc())))?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| Fatal::new(ExitCode::Runtime, format!("signalfd: {}", e.desc())))
 }

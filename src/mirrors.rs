@@ -162,11 +162,12 @@ impl DmMirrors {
     /// the daemon starts.
     fn control(&mut self) -> Result<&OwnedFd, MirrorError> {
         if self.control.is_none() {
-            let flags = OFlag::O_RDWR | OFlag::O_CLOEXEC;
+            let flags = OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
             let fd = match nix::fcntl::open(CONTROL_PATH, flags, nix::sys::stat::Mode::empty()) {
                 Ok(fd) => fd,
                 Err(_) => {
                     device::open_node(self.node_dir.as_fd(), SFlag::S_IFCHR, CONTROL_NUMBER, flags)
+                        .map(|(fd, _)| fd)
                         .map_err(|e| MirrorError::NoControl(e.errno))?
                 }
             };
@@ -268,10 +269,10 @@ impl Mirrors for DmMirrors {
                 self.node_dir.as_fd(),
                 SFlag::S_IFBLK,
                 leg,
-                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
             )
             .map_err(|e| e.errno)
-            .and_then(|fd| nix::unistd::fsync(fd.as_fd()));
+            .and_then(|(fd, _)| nix::unistd::fsync(fd.as_fd()));
             flushed.map_err(|errno| MirrorError::Flush { leg, errno })?;
         }
         Ok(())

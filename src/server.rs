@@ -13,7 +13,7 @@ use crate::bitmap::Bitmap;
 use crate::log::device::LogDevice;
 use crate::log::disk::{DeviceIo, DiskStore};
 use crate::log::params::{self, LogArgs};
-use crate::log::state::{Identity, Saved, StateDir, fnv1a};
+use crate::log::state::{FNV_BASES, Identity, Saved, StateDir, fnv1a};
 use crate::log::{DirtyLog, Origin};
 use crate::mirrors::{LegSet, Mirrors};
 use crate::registry::{Entry, NoRoom, Registry};
@@ -291,6 +291,9 @@ impl Server {
         if kind == RequestType::Resume && self.registry.get(index).log.disk().is_some() {
             // A reload can change the legs: look them up at every RESUME.
             let legs = self.find_legs(req.uuid);
+            if let Some(legs) = &legs {
+                self.state.save_legs(req.uuid, req.luid, legs);
+            }
             self.registry.get_mut(index).log.set_legs(legs);
         }
         let entry = self.registry.get_mut(index);
@@ -751,7 +754,16 @@ impl Server {
         let Ok(store) = DiskStore::new(device, args.region_count) else {
             return;
         };
-        let legs = self.find_legs(uuid);
+        // The legs recorded at the log's last RESUME: a removal takes the
+        // mirror out of the table list before it suspends it.
+        let Some(legs) = saved.legs.or_else(|| self.io.mirrors.legs(uuid).ok()) else {
+            log::info!(
+                "log {}: not reconnected before its suspend, and its mirror's legs are unknown: \
+                 its device keeps what the previous daemon wrote",
+                Uuid(uuid)
+            );
+            return;
+        };
         let mut log = DirtyLog::new(
             &args,
             saved.clean,
@@ -759,7 +771,7 @@ impl Server {
             Some(store),
             Origin::Restored,
         );
-        log.set_legs(legs);
+        log.set_legs(Some(legs));
         match log.resume(&mut self.io) {
             Ok(()) => log::info!(
                 "log {}: not reconnected before its suspend; saved bits written to its device",
@@ -861,7 +873,7 @@ const ORPHAN_AGE: Duration = Duration::from_secs(5);
 /// A digest of a constructor string: tells a retried table load with other
 /// arguments from the kernel reconnecting the same log.
 fn ctr_hash(text: &[u8]) -> u64 {
-    fnv1a(text)
+    fnv1a(FNV_BASES[0], text, 0)
 }
 
 /// "major:minor", the spec that opens a device by number.

@@ -4,15 +4,17 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
+use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg, OFlag};
 use nix::sys::mman::{MlockAllFlags, mlockall};
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
-use nix::sys::stat::Mode;
+use nix::sys::stat::{self, Mode, SFlag};
 use nix::unistd;
 
+use crate::sys::netlink::ConnectorSocket;
 use crate::sys::{self, Forked};
 
 /// Exit codes, documented in --help and the man page.
@@ -191,7 +193,8 @@ pub fn check_privileges() -> Result<(), Fatal> {
 }
 
 /// Creates, locks and fills the pid file; the lock lives as long as the
-/// returned handle, so a second instance fails to take it.
+/// returned handle, so a second instance fails to take it. A symbolic link
+/// or anything but a regular file is refused, never followed or truncated.
 pub fn lock_pidfile(path: &Path) -> Result<Flock<File>, Fatal> {
     let file = OpenOptions::new()
         .read(true)
@@ -199,17 +202,41 @@ pub fn lock_pidfile(path: &Path) -> Result<Flock<File>, Fatal> {
         .create(true)
         .truncate(false)
         .mode(0o644)
-        .custom_flags(libc::O_CLOEXEC)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK)
         .open(path)
-        .map_err(|e| {
-            Fatal::new(
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => Fatal::new(
+                ExitCode::Environment,
+                format!(
+                    "pid file {} is a symbolic link: refused (remove it, or choose another \
+                     path with --pidfile)",
+                    path.display()
+                ),
+            ),
+            _ => Fatal::new(
                 ExitCode::Runtime,
                 format!(
                     "cannot open pid file {}: {e} (choose another with --pidfile)",
                     path.display()
                 ),
-            )
+            ),
         })?;
+    let st = stat::fstat(file.as_fd()).map_err(|e| {
+        Fatal::new(
+            ExitCode::Runtime,
+            format!("cannot stat pid file {}: {}", path.display(), e.desc()),
+        )
+    })?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+        return Err(Fatal::new(
+            ExitCode::Environment,
+            format!(
+                "pid file {} is not a regular file: refused (remove it, or choose another \
+                 path with --pidfile)",
+                path.display()
+            ),
+        ));
+    }
     let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(mut f, _)| {
         let mut other = String::new();
         let _ = f.read_to_string(&mut other);
@@ -223,8 +250,10 @@ pub fn lock_pidfile(path: &Path) -> Result<Flock<File>, Fatal> {
         )
     })?;
     let pid = format!("{}\n", std::process::id());
-    let written = lock
-        .set_len(0)
+    // Readable by all, as pid files are, whatever the umask.
+    let written = stat::fchmod(lock.as_fd(), Mode::from_bits_truncate(0o644))
+        .map_err(std::io::Error::from)
+        .and_then(|()| lock.set_len(0))
         .and_then(|()| (&*lock).write_all(pid.as_bytes()));
     written.map_err(|e| {
         Fatal::new(
@@ -258,6 +287,120 @@ pub fn open_work_dir(path: &Path, option: &str) -> Result<OwnedFd, Fatal> {
     .map_err(|e| fail("open", e.desc().to_string()))
 }
 
+/// Creates (0700) and opens the state directory, refuses one that others
+/// could tamper with, and locks it. Returns the directory and the lock (on
+/// a duplicate of it), which the daemon holds for its lifetime: a second
+/// daemon on the same directory (with another pid file or none) fails to
+/// take it.
+///
+/// The directory must be a real directory (not a symbolic link), owned by
+/// root (or the daemon's user), and writable by its owner only: its files
+/// hold every log's bits, and their names and headers the kernel's log ids.
+/// Group or other read and search bits are removed.
+pub fn open_state_dir(path: &Path) -> Result<(OwnedFd, Flock<OwnedFd>), Fatal> {
+    let unsafe_dir = |why: String| {
+        Fatal::new(
+            ExitCode::Environment,
+            format!(
+                "state directory {}: {why}; refused: it holds every log's bits (fix it, \
+                 or choose another with --state-dir)",
+                path.display()
+            ),
+        )
+    };
+    let failed = |what: &str, cause: &str| {
+        Fatal::new(
+            ExitCode::Runtime,
+            format!(
+                "cannot {what} state directory {}: {cause} (see --state-dir)",
+                path.display()
+            ),
+        )
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| failed("create", &e.to_string()))?;
+    let dir = nix::fcntl::open(
+        path,
+        OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        // O_DIRECTORY with O_NOFOLLOW fails with ENOTDIR on a symbolic link.
+        Errno::ELOOP | Errno::ENOTDIR => {
+            if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink()) {
+                unsafe_dir("it is a symbolic link".into())
+            } else {
+                unsafe_dir("it is not a directory".into())
+            }
+        }
+        e => failed("open", e.desc()),
+    })?;
+    let st = stat::fstat(&dir).map_err(|e| failed("stat", e.desc()))?;
+    let me = unistd::geteuid().as_raw();
+    if st.st_uid != 0 && st.st_uid != me {
+        return Err(unsafe_dir(format!(
+            "it is owned by uid {}, not root",
+            st.st_uid
+        )));
+    }
+    if st.st_mode & 0o022 != 0 {
+        return Err(unsafe_dir(format!(
+            "its mode {:04o} lets others than its owner write to it",
+            st.st_mode & 0o7777
+        )));
+    }
+    if st.st_mode & 0o077 != 0 {
+        stat::fchmod(&dir, Mode::S_IRWXU).map_err(|e| failed("chmod 0700", e.desc()))?;
+    }
+    let lock_fd = dir
+        .try_clone()
+        .map_err(|e| failed("open", &e.to_string()))?;
+    let lock = Flock::lock(lock_fd, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| match e {
+        Errno::EWOULDBLOCK => Fatal::new(
+            ExitCode::AlreadyRunning,
+            format!(
+                "another dm-ulogd uses state directory {}; only one may serve the kernel",
+                path.display()
+            ),
+        ),
+        e => failed("lock", e.desc()),
+    })?;
+    Ok((dir, lock))
+}
+
+/// NLMSG_NOOP, the type of the probe: the connector ignores any message too
+/// short to hold a connector header.
+const NLMSG_NOOP: u16 = 1;
+const NLMSG_HDRLEN: usize = 16;
+
+/// Checks that the kernel's connector answers this socket. The connector
+/// exists only in the initial network namespace: elsewhere the socket opens
+/// and joins its group, but no request ever reaches it and no reply can be
+/// sent. A bare netlink header sent to the kernel (port 0) is dropped by the
+/// connector unseen, and fails with ECONNREFUSED where there is no
+/// connector; no /proc access is needed.
+pub fn check_network_namespace(socket: &ConnectorSocket) -> Result<(), Fatal> {
+    let mut probe = [0u8; NLMSG_HDRLEN];
+    probe[0..4].copy_from_slice(&(NLMSG_HDRLEN as u32).to_ne_bytes());
+    probe[4..6].copy_from_slice(&NLMSG_NOOP.to_ne_bytes());
+    match socket.send_to(&probe, 0) {
+        Ok(()) => Ok(()),
+        Err(Errno::ECONNREFUSED) => Err(Fatal::new(
+            ExitCode::Environment,
+            "no netlink connector in this network namespace: the kernel's connector (and so \
+             dm-log-userspace) exists only in the initial network namespace; run dm-ulogd \
+             there, not in a container or under `unshare -n`",
+        )),
+        Err(e) => Err(Fatal::new(
+            ExitCode::Runtime,
+            format!("cannot reach the kernel's netlink connector: {}", e.desc()),
+        )),
+    }
+}
+
 /// Locks all memory and opts out of the OOM killer: a daemon in the write
 /// path of a mirror must not be paged out or killed when memory is short.
 pub fn harden() {
@@ -269,52 +412,80 @@ pub fn harden() {
     }
 }
 
-/// The child's end of the readiness pipe.
+/// The daemon's end of the readiness pipe.
 pub struct Ready(OwnedFd);
 
 impl Ready {
     /// Tells the waiting parent that the daemon listens.
     pub fn listening(self) {
-        let _ = unistd::write(&self.0, b"OK");
+        let _ = unistd::write(&self.0, READY_OK);
     }
 
-    /// Tells the waiting parent why start-up failed.
-    pub fn failed(self, message: &str) {
-        let _ = unistd::write(&self.0, message.as_bytes());
+    /// Tells the waiting parent why start-up failed and the exit code to
+    /// return: one byte of code, then the message.
+    pub fn failed(self, code: ExitCode, message: &str) {
+        let mut verdict = vec![code as u8];
+        verdict.extend_from_slice(message.as_bytes());
+        let _ = unistd::write(&self.0, &verdict);
     }
 }
 
-/// Forks. The parent waits until the child reports and exits with the
-/// child's verdict (this function returns only in the child). The child
-/// starts a new session and points its standard streams at /dev/null.
+const READY_OK: &[u8] = b"OK";
+
+/// Detaches from whatever started the daemon. The parent waits until the
+/// daemon reports and exits with its verdict; this function returns only
+/// in the daemon.
+///
+/// Descriptors the daemon did not open are closed first (it opens none
+/// before this), then two forks: the first child starts a new session and
+/// exits, so the daemon is not a session leader and no terminal it ever
+/// opens can become its controlling terminal. The daemon works in /, with
+/// umask 077, its standard streams on /dev/null.
 pub fn detach() -> Result<Ready, Fatal> {
-    let (read_end, write_end) = unistd::pipe2(OFlag::O_CLOEXEC)
-        .map_err(|e| Fatal::new(ExitCode::Runtime, format!("pipe: {}", e.desc())))?;
-    match sys::fork().map_err(|e| Fatal::new(ExitCode::Runtime, format!("fork: {}", e.desc())))? {
+    let fatal =
+        |what: &str, e: Errno| Fatal::new(ExitCode::Runtime, format!("{what}: {}", e.desc()));
+    sys::close_descriptors_from(3).map_err(|e| fatal("closing inherited descriptors", e))?;
+    let (read_end, write_end) = unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fatal("pipe", e))?;
+    match sys::fork().map_err(|e| fatal("fork", e))? {
         Forked::Parent { child } => {
             drop(write_end);
             let mut verdict = Vec::new();
             let _ = File::from(read_end).read_to_end(&mut verdict);
-            if verdict == b"OK" {
+            // The session leader exits at once; reap it.
+            let _ = nix::sys::wait::waitpid(child, None);
+            if verdict == READY_OK {
                 std::process::exit(ExitCode::Ok as i32);
             }
-            let status = nix::sys::wait::waitpid(child, None);
-            let code = match status {
-                Ok(nix::sys::wait::WaitStatus::Exited(_, c)) if c != 0 => c,
-                _ => ExitCode::Runtime as i32,
-            };
-            let message = String::from_utf8_lossy(&verdict);
-            if message.is_empty() {
-                eprintln!("dm-ulogd: the daemon exited during start-up ({status:?})");
-            } else {
-                eprintln!("dm-ulogd: {message}");
+            match verdict.split_first() {
+                Some((&code, message)) if code != 0 => {
+                    eprintln!("dm-ulogd: {}", String::from_utf8_lossy(message));
+                    std::process::exit(i32::from(code));
+                }
+                _ => {
+                    eprintln!("dm-ulogd: the daemon exited during start-up without a message");
+                    std::process::exit(ExitCode::Runtime as i32);
+                }
             }
-            std::process::exit(code);
         }
         Forked::Child => {
             drop(read_end);
             let _ = unistd::setsid();
-            if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
+            match sys::fork() {
+                Ok(Forked::Child) => {}
+                Ok(Forked::Parent { .. }) => std::process::exit(0),
+                Err(e) => {
+                    Ready(write_end).failed(ExitCode::Runtime, &format!("fork: {}", e.desc()));
+                    std::process::exit(ExitCode::Runtime as i32);
+                }
+            }
+            stat::umask(Mode::from_bits_truncate(0o077));
+            let _ = unistd::chdir("/");
+            if let Ok(null) = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NOCTTY)
+                .open("/dev/null")
+            {
                 let _ = unistd::dup2_stdin(null.as_fd());
                 let _ = unistd::dup2_stdout(null.as_fd());
                 let _ = unistd::dup2_stderr(null.as_fd());

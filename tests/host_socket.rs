@@ -8,6 +8,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -50,11 +51,31 @@ fn daemon_command(args: &[&str]) -> Command {
     cmd
 }
 
-/// Runs the binary to completion.
+/// How long a dm-ulogd that should exit at once may take.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs the binary to completion; one that still runs after EXIT_TIMEOUT
+/// (it started serving instead of refusing) is killed and fails the test.
 fn run(args: &[&str]) -> Output {
-    daemon_command(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {DAEMON}: {e}"))
+    run_command(daemon_command(args), args)
+}
+
+fn run_command(mut cmd: Command, args: &[&str]) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {DAEMON}: {e}"));
+    let exited = wait_until(EXIT_TIMEOUT, || child.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "dm-ulogd {args:?} still ran after {EXIT_TIMEOUT:?} (killed); stderr:\n{}",
+            text(&out.stderr)
+        );
+    }
+    child.wait_with_output().unwrap()
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -304,6 +325,11 @@ fn a_bad_option_exits_2_with_a_message() {
         &["--memory-budget", "lots"],
         &["--rcvbuf", "0"],
         &["stray"],
+        // These panicked, aborted on allocation or were taken as given.
+        &["--max-logs", "18446744073709551615"],
+        &["--max-logs", "100000000000"],
+        &["--memory-budget", "2T"],
+        &["--rcvbuf", "2G"],
     ] {
         let out = run(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
@@ -417,4 +443,360 @@ fn daemon_mode_returns_0_once_listening_with_the_pid_in_the_pidfile() {
     });
     assert!(gone, "the daemon (pid {pid}) did not exit on SIGTERM");
     stop.0 = None;
+}
+
+/// The fields of /proc/PID/stat after the command name: state is [0],
+/// session [3], tty_nr [4].
+fn proc_stat(pid: u32) -> Vec<String> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every signal whose default action kills or stops a process, other than
+/// SIGKILL, SIGSTOP and real faults, leaves the daemon running; SIGHUP logs
+/// the summary; SIGTERM still stops it.
+#[test]
+fn stray_signals_do_not_stop_it() {
+    require_root();
+    let dir = scratch("stray-signals");
+    let mut d = Daemon::start(&dir, &["--pidfile", "none"]);
+    let pid = Pid::from_raw(d.pid() as i32);
+    let named = [
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR2,
+        Signal::SIGALRM,
+        Signal::SIGPIPE,
+        Signal::SIGVTALRM,
+        Signal::SIGPROF,
+        Signal::SIGIO,
+        Signal::SIGXCPU,
+        Signal::SIGXFSZ,
+        Signal::SIGPWR,
+        Signal::SIGSTKFLT,
+        Signal::SIGTRAP,
+        Signal::SIGTSTP,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+    ];
+    let mut sent: Vec<String> = named.iter().map(|s| s.as_str().to_string()).collect();
+    for s in named {
+        kill(pid, s).unwrap();
+    }
+    // Real-time signals (musl's range: 35 to 64), which nix cannot name.
+    for signo in [35, 40, 64] {
+        let status = Command::new("kill")
+            .arg(format!("-{signo}"))
+            .arg(d.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signo}");
+        sent.push(format!("signal {signo}"));
+    }
+    thread::sleep(Duration::from_millis(500));
+    let status = d.child.try_wait().unwrap();
+    assert!(
+        status.is_none(),
+        "dm-ulogd died of one of {sent:?}: {status:?}; log:\n{}",
+        d.log()
+    );
+    let state = proc_stat(d.pid());
+    assert_eq!(
+        state[0], "S",
+        "dm-ulogd is not sleeping in its loop: {state:?}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || d.log().contains("live log(s)")),
+        "SIGHUP did not log the summary; log:\n{}",
+        d.log()
+    );
+    assert!(
+        d.log().contains("ignoring SIGQUIT"),
+        "a stray SIGQUIT was not logged; log:\n{}",
+        d.log()
+    );
+    d.signal(Signal::SIGTERM);
+    let status = d.wait(Duration::from_secs(10));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "log:\n{}", d.log());
+}
+
+/// A symbolic link as the pid file is refused and its target untouched.
+#[test]
+fn a_pidfile_symlink_is_refused() {
+    require_root();
+    let dir = scratch("pidfile-symlink");
+    let target = dir.join("precious");
+    fs::write(&target, "precious\n").unwrap();
+    let link = dir.join("dm-ulogd.pid");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let state = dir.join("state");
+    let out = run(&[
+        "--pidfile",
+        link.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--no-mlock",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("is a symbolic link: refused"),
+        "{out:?}"
+    );
+    assert_eq!(fs::read_to_string(&target).unwrap(), "precious\n");
+}
+
+/// A state directory that is a symbolic link, is owned by another user or
+/// is writable by others is refused (exit 3) and left as it was; a new one
+/// is made 0700, and an existing root-owned one is made 0700.
+#[test]
+fn an_unsafe_state_dir_is_refused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    require_root();
+    let dir = scratch("state-dir-checks");
+    let target = dir.join("target");
+    fs::create_dir(&target).unwrap();
+    let link = dir.join("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let writable = dir.join("writable");
+    fs::create_dir(&writable).unwrap();
+    fs::set_permissions(&writable, fs::Permissions::from_mode(0o777)).unwrap();
+    let foreign = dir.join("foreign");
+    fs::create_dir(&foreign).unwrap();
+    fs::set_permissions(&foreign, fs::Permissions::from_mode(0o700)).unwrap();
+    nix::unistd::chown(&foreign, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    for (state, why) in [
+        (&link, "is a symbolic link"),
+        (
+            &writable,
+            "its mode 0777 lets others than its owner write to it",
+        ),
+        (&foreign, "it is owned by uid 65534, not root"),
+    ] {
+        let out = run(&[
+            "--pidfile",
+            "none",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--no-mlock",
+        ]);
+        assert_eq!(out.status.code(), Some(3), "{state:?}: {out:?}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(why) && stderr.contains("--state-dir"),
+            "{state:?}: {stderr:?}"
+        );
+    }
+    assert_eq!(fs::read_dir(&target).unwrap().count(), 0);
+    assert_eq!(
+        fs::metadata(&writable).unwrap().mode() & 0o7777,
+        0o777,
+        "a refused directory was changed"
+    );
+
+    let open = dir.join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).unwrap();
+    let fresh = dir.join("fresh");
+    for state in [&open, &fresh] {
+        let d = Daemon::start(
+            &dir,
+            &["--pidfile", "none", "--state-dir", state.to_str().unwrap()],
+        );
+        let mode = fs::metadata(state).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o700, "{state:?}; log:\n{}", d.log());
+    }
+}
+
+/// Two daemons on one state directory, with no pid file to keep them
+/// apart: the second exits 4, naming the directory.
+#[test]
+fn a_second_daemon_on_the_same_state_dir_exits_4() {
+    require_root();
+    let dir = scratch("second-state-dir");
+    let first = Daemon::start(&dir, &["--pidfile", "none"]);
+    let state = dir.join("state");
+    let out = run(&[
+        "--pidfile",
+        "none",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--no-mlock",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("another dm-ulogd uses state directory")
+            && stderr.contains(state.to_str().unwrap()),
+        "{stderr:?}"
+    );
+    assert!(
+        connector_port(first.pid()).is_some(),
+        "the first one stopped serving"
+    );
+}
+
+/// With --daemon, the daemon keeps no descriptor it inherited, works in /
+/// with umask 077, is not a session leader and has no controlling
+/// terminal; its standard streams are /dev/null.
+#[test]
+fn daemon_mode_detaches_cleanly() {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    use std::os::fd::AsRawFd;
+    require_root();
+    let dir = scratch("detach");
+    let pidfile = dir.join("dm-ulogd.pid");
+    let state = dir.join("state");
+    // Descriptors without FD_CLOEXEC, as a careless parent leaves them.
+    let marker = dir.join("inherited-marker");
+    let file = fs::File::create(&marker).unwrap();
+    let (pipe_r, pipe_w) = nix::unistd::pipe().unwrap();
+    let inherited = [file.as_raw_fd(), pipe_r.as_raw_fd(), pipe_w.as_raw_fd()];
+    for fd in [file.as_fd(), pipe_r.as_fd(), pipe_w.as_fd()] {
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).unwrap();
+    }
+    let out = run(&[
+        "--daemon",
+        "--pidfile",
+        pidfile.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--no-mlock",
+    ]);
+    drop((file, pipe_r, pipe_w));
+    let pid: Option<u32> = fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    struct Stop(Option<u32>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            if let Some(pid) = self.0 {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+        }
+    }
+    let _stop = Stop(pid);
+    assert_eq!(out.status.code(), Some(0), "--daemon: {out:?}");
+    let pid = pid.expect("the pid file holds a pid");
+
+    let fds: Vec<(i32, String)> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let fd = e.file_name().to_str()?.parse().ok()?;
+            let target = fs::read_link(e.path()).ok()?;
+            Some((fd, target.to_string_lossy().into_owned()))
+        })
+        .collect();
+    for (fd, target) in &fds {
+        assert!(
+            !target.contains("inherited-marker") && !target.starts_with("pipe:"),
+            "fd {fd} ({target}) was inherited; every fd: {fds:?} (passed {inherited:?})"
+        );
+        if *fd <= 2 {
+            assert_eq!(target, "/dev/null", "fd {fd}: {fds:?}");
+        }
+    }
+    let cwd = fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+    assert_eq!(cwd, Path::new("/"), "the daemon's working directory");
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().eq(["Umask:", "0077"])),
+        "umask: {status}"
+    );
+    let stat = proc_stat(pid);
+    assert_ne!(
+        stat[3],
+        pid.to_string(),
+        "the daemon leads its session: {stat:?}"
+    );
+    assert_eq!(
+        stat[4], "0",
+        "the daemon has a controlling terminal: {stat:?}"
+    );
+}
+
+/// Started in a network namespace of its own, where the kernel's connector
+/// does not exist, the daemon exits 3 saying so.
+#[test]
+fn another_network_namespace_exits_3() {
+    require_root();
+    let dir = scratch("netns");
+    let state = dir.join("state");
+    let args = [
+        "-n",
+        DAEMON,
+        "--pidfile",
+        "none",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--no-mlock",
+    ];
+    let mut cmd = Command::new("unshare");
+    cmd.args(args).env_remove("RUST_LOG").stdin(Stdio::null());
+    let out = run_command(cmd, &args);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("only in the initial network namespace"),
+        "{out:?}"
+    );
+}
+
+/// The loop goes back to its poll after 256 batches even when every batch
+/// is full: with 50,000 datagrams queued while the daemon was stopped, a
+/// SIGUSR1 sent as it resumes is answered before the queue is drained.
+#[test]
+fn signals_are_seen_while_the_queue_stays_full() {
+    require_root();
+    const QUEUED: u64 = 50_000;
+    let dir = scratch("full-batches");
+    let d = Daemon::start(&dir, &["--pidfile", "none", "--rcvbuf", "1G"]);
+    let port = connector_port(d.pid()).expect("the daemon's connector port");
+    let sock = ConnectorSocket::open_unicast().expect("open a connector socket");
+    let table = b"1024 core 1 8";
+    let mut datagram = vec![0u8; REPLY_DATA_OFFSET + table.len()];
+    let n = frame::emit_request(&mut datagram, 7, 1, b"LVM-flood", 7, 1, table);
+    d.signal(Signal::SIGSTOP);
+    for i in 0..QUEUED {
+        sock.send_to(&datagram[..n], port)
+            .unwrap_or_else(|e| panic!("datagram {i}: {}", e.desc()));
+    }
+    d.signal(Signal::SIGCONT);
+    d.signal(Signal::SIGUSR1);
+    let dropped = |log: &str| -> Vec<u64> {
+        log.lines()
+            .filter_map(|l| {
+                let (_, rest) = l.split_once(" error replies, ")?;
+                rest.split_once(" dropped")?.0.parse().ok()
+            })
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || !dropped(&d.log()).is_empty()),
+        "no summary after SIGUSR1; log:\n{}",
+        d.log()
+    );
+    let first = dropped(&d.log())[0];
+    assert!(
+        first < QUEUED,
+        "the summary came only after all {QUEUED} queued datagrams were served ({first} dropped): \
+         the loop did not get back to its poll"
+    );
+    // The rest is served after the signal.
+    let served = wait_until(Duration::from_secs(60), || {
+        d.signal(Signal::SIGUSR1);
+        thread::sleep(Duration::from_millis(200));
+        dropped(&d.log()).last() == Some(&QUEUED)
+    });
+    assert!(
+        served,
+        "not every queued datagram was taken: {:?}",
+        dropped(&d.log())
+    );
 }

@@ -313,3 +313,19 @@ fn rescue_examine() {
 fn rescue_status() {
     run_scenario("rescue_status", 2);
 }
+
+// Survival (issue 11).
+
+/// A nearly full state tmpfs: the log is served from memory, with a warning;
+/// no SIGBUS.
+#[test]
+fn state_file_system_full() {
+    run_scenario("state_fs_full", 2);
+}
+
+/// A terminal, /dev/console, /dev/null, /dev/zero as the log device: refused
+/// unopened; the daemon lives and has no controlling terminal.
+#[test]
+fn character_device_as_log_device() {
+    run_scenario("log_device_not_block", 2);
+}

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
+use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{self, Mode, SFlag};
 use nix::unistd::{self, Whence};
 
@@ -52,17 +52,36 @@ impl LogDevice {
     /// private node in `node_dir` (made, opened and unlinked at once), so
     /// neither udev nor /dev/mapper is needed, and it works after
     /// switch_root because `node_dir` is a descriptor opened at start-up.
+    ///
+    /// The file's type is looked at before it is opened: opening a character
+    /// device can act by itself (a terminal becomes the controlling one, a
+    /// watchdog starts), so anything but a block device is refused unopened.
+    /// The open is O_NOCTTY all the same, and the opened file must be the
+    /// one looked at.
     pub fn open(spec: &str, node_dir: BorrowedFd<'_>) -> Result<Self, DeviceError> {
-        let flags = OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_DIRECT;
-        let file = match parse_dev_numbers(spec) {
+        let flags = OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_DIRECT;
+        let (file, looked_at) = match parse_dev_numbers(spec) {
             Some((major, minor)) => {
-                File::from(open_node(node_dir, SFlag::S_IFBLK, (major, minor), flags)?)
+                let (fd, st) = open_node(node_dir, SFlag::S_IFBLK, (major, minor), flags)?;
+                (File::from(fd), st)
             }
-            None => open_direct(None, spec, flags)?,
+            None => {
+                let st = stat::stat(spec).map_err(fail("cannot stat it"))?;
+                check_kind(&st)?;
+                (open_direct(None, spec, flags)?, st)
+            }
         };
         let st = stat::fstat(file.as_fd()).map_err(fail("cannot stat it"))?;
-        let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
-        let (major, minor, block_size) = if kind == SFlag::S_IFBLK {
+        if st.st_mode & libc::S_IFMT != looked_at.st_mode & libc::S_IFMT
+            || (st.st_rdev, st.st_dev, st.st_ino)
+                != (looked_at.st_rdev, looked_at.st_dev, looked_at.st_ino)
+        {
+            return Err(DeviceError {
+                what: "it changed between its check and its open",
+                errno: Errno::EAGAIN,
+            });
+        }
+        let (major, minor, block_size) = if st.st_mode & libc::S_IFMT == libc::S_IFBLK {
             let bs = sys::logical_block_size(file.as_fd())
                 .map_err(fail("cannot read its block size"))?;
             (
@@ -70,15 +89,10 @@ impl LogDevice {
                 stat::minor(st.st_rdev),
                 u64::from(bs),
             )
-        } else if kind == SFlag::S_IFREG {
+        } else {
             // Regular files serve the unit tests; the kernel itself only
             // accepts block devices.
             (0, 0, 512)
-        } else {
-            return Err(DeviceError {
-                what: "it is not a block device",
-                errno: Errno::ENOTBLK,
-            });
         };
         let size =
             unistd::lseek(file.as_fd(), 0, Whence::SeekEnd).map_err(fail("cannot size it"))? as u64;
@@ -137,14 +151,15 @@ impl LogDevice {
 }
 
 /// Opens device `number` (major, minor) of `kind` through a private node in
-/// `node_dir`, made, opened and unlinked at once; O_DIRECT is dropped where
-/// refused.
+/// `node_dir`, made, looked at, opened and unlinked at once; O_DIRECT is
+/// dropped where refused. Returns the node's stat too, to compare with
+/// the opened file's.
 pub fn open_node(
     node_dir: BorrowedFd<'_>,
     kind: SFlag,
     number: (u64, u64),
     flags: OFlag,
-) -> Result<OwnedFd, DeviceError> {
+) -> Result<(OwnedFd, stat::FileStat), DeviceError> {
     let mut name = heapless::String::<40>::new();
     let _ = core::fmt::Write::write_fmt(
         &mut name,
@@ -160,9 +175,30 @@ pub fn open_node(
         stat::makedev(number.0, number.1),
     )
     .map_err(fail("cannot make a device node for it"))?;
-    let opened = open_direct(Some(node_dir), name, flags);
+    let opened = stat::fstatat(node_dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map_err(fail("cannot stat its device node"))
+        .and_then(|st| Ok((OwnedFd::from(open_direct(Some(node_dir), name, flags)?), st)));
     let _ = unistd::unlinkat(node_dir, name, unistd::UnlinkatFlags::NoRemoveDir);
-    opened.map(OwnedFd::from)
+    opened
+}
+
+/// Refuses, unopened, anything but a block device (or a regular file, for
+/// the unit tests), naming what it is.
+fn check_kind(st: &stat::FileStat) -> Result<(), DeviceError> {
+    let what = match st.st_mode & libc::S_IFMT {
+        libc::S_IFBLK | libc::S_IFREG => return Ok(()),
+        libc::S_IFCHR => {
+            "it is a character device (a terminal, /dev/null, a watchdog...), not a block device: refused unopened"
+        }
+        libc::S_IFDIR => "it is a directory, not a block device",
+        libc::S_IFIFO => "it is a FIFO, not a block device: refused unopened",
+        libc::S_IFSOCK => "it is a socket, not a block device",
+        _ => "it is not a block device",
+    };
+    Err(DeviceError {
+        what,
+        errno: Errno::ENOTBLK,
+    })
 }
 
 /// Opens with O_DIRECT, falling back to buffered I/O where the file system

@@ -13,11 +13,12 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
-use nix::sys::stat::Mode;
+use nix::fcntl::{FallocateFlags, OFlag};
+use nix::sys::stat::{self, Mode};
 use nix::unistd::{self, UnlinkatFlags};
 
 use crate::bitmap::{self, Bitmap};
+use crate::mirrors::{LegSet, MAX_LEGS};
 use crate::sys::mapping::MappedWords;
 use crate::wire::ulog::MAX_UUID_LEN;
 
@@ -37,8 +38,11 @@ mod field {
     pub const DEVICE: usize = 32;
     pub const UUID: usize = 64;
     pub const CTR: usize = 256;
+    /// How many legs follow (u64), then their dev_t (u64 each).
+    pub const LEG_COUNT: usize = CTR + super::MAX_CTR_LEN;
+    pub const LEGS: usize = LEG_COUNT + 8;
 }
-const HEADER_LEN: usize = field::CTR + MAX_CTR_LEN;
+const HEADER_LEN: usize = field::LEGS + 8 * MAX_LEGS;
 
 /// Which log a state file belongs to.
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +60,8 @@ pub struct Saved {
     pub clean: Bitmap,
     pub sync: Bitmap,
     pub device: u64,
+    /// The mirror's legs at its last RESUME, if any were recorded.
+    pub legs: Option<LegSet>,
 }
 
 /// The state directory, open for the daemon's lifetime.
@@ -63,20 +69,51 @@ pub struct StateDir {
     dir: OwnedFd,
 }
 
-/// FNV-1a: a stable name for a uuid of any bytes within NAME_MAX.
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+/// FNV-1a from `basis` over the luid's bytes, then the uuid's.
+pub(crate) fn fnv1a(basis: u64, uuid: &[u8], luid: u64) -> u64 {
+    luid.to_le_bytes().iter().chain(uuid).fold(basis, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 
-fn file_name(uuid: &[u8], luid: u64) -> heapless::String<48> {
+/// FNV-1a's offset basis, and a second one for the name's other half.
+pub(crate) const FNV_BASES: [u64; 2] = [0xcbf2_9ce4_8422_2325, 0x6c62_272e_07bb_0142];
+
+/// "log-" and 32 hex digits: a hash of the uuid and the luid, fixed-length
+/// whatever the uuid. The luid is the address of the kernel's log context,
+/// which a name must not show; the header keeps both for matching.
+fn file_name(uuid: &[u8], luid: u64) -> heapless::String<40> {
     let mut name = heapless::String::new();
-    let _ = core::fmt::Write::write_fmt(
-        &mut name,
-        format_args!("log-{luid:016x}-{:016x}", fnv1a(uuid)),
-    );
+    let [a, b] = FNV_BASES.map(|basis| fnv1a(basis, uuid, luid));
+    let _ = core::fmt::Write::write_fmt(&mut name, format_args!("log-{a:016x}{b:016x}"));
     name
+}
+
+/// Flags of every open of a state file: never through a symbolic link, and
+/// never a terminal or a blocking FIFO should something else sit there.
+const OPEN_FLAGS: OFlag = OFlag::O_CLOEXEC
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_NOCTTY)
+    .union(OFlag::O_NONBLOCK);
+
+/// Gives `file` its `len` bytes of storage now, so that a store into its
+/// mapping never meets a full file system (which raises SIGBUS): ENOSPC
+/// here instead. Where fallocate is not supported, zeros are written.
+fn allocate(file: &File, len: u64) -> Result<(), Errno> {
+    let end = libc::off_t::try_from(len).map_err(|_| Errno::EFBIG)?;
+    match nix::fcntl::fallocate(file.as_fd(), FallocateFlags::empty(), 0, end) {
+        Err(Errno::EOPNOTSUPP) => {
+            let zeros = [0u8; PAGE as usize];
+            let mut at = file.metadata().map_err(io_errno)?.len().min(len);
+            while at < len {
+                let n = (len - at).min(PAGE) as usize;
+                file.write_all_at(&zeros[..n], at).map_err(io_errno)?;
+                at += n as u64;
+            }
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 fn words_offset(words: usize) -> (u64, u64, u64) {
@@ -89,24 +126,34 @@ impl StateDir {
         StateDir { dir }
     }
 
-    /// Creates (or truncates) the state file of a new log and maps its
-    /// zero-filled clean and sync words; `device` is the log device's dev_t
+    /// Creates the state file of a new log afresh (whatever had its name is
+    /// unlinked, not truncated), allocates it in full and maps its
+    /// zero-filled clean and sync words. On failure (ENOSPC on a full file
+    /// system) nothing is left behind. `device` is the log device's dev_t
     /// (0 for none).
     pub fn create(&self, id: &Identity<'_>, device: u64) -> Result<(Bitmap, Bitmap), Errno> {
         if id.uuid.len() > MAX_UUID_LEN || id.ctr.len() > MAX_CTR_LEN {
             return Err(Errno::ENAMETOOLONG);
         }
         let name = file_name(id.uuid, id.luid);
+        self.remove(id.uuid, id.luid);
         let fd = nix::fcntl::openat(
             &self.dir,
             name.as_str(),
-            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC,
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OPEN_FLAGS,
             Mode::S_IRUSR | Mode::S_IWUSR,
         )?;
-        let file = File::from(fd);
+        let made = self.fill(File::from(fd), id, device);
+        if made.is_err() {
+            self.remove(id.uuid, id.luid);
+        }
+        made
+    }
+
+    fn fill(&self, file: File, id: &Identity<'_>, device: u64) -> Result<(Bitmap, Bitmap), Errno> {
         let words = bitmap::words_for(id.region_count);
         let (_, _, total) = words_offset(words);
-        file.set_len(total).map_err(io_errno)?;
+        allocate(&file, total)?;
         let mut header = [0u8; HEADER_LEN];
         header[field::MAGIC..field::MAGIC + 8].copy_from_slice(MAGIC);
         header[field::LUID..field::LUID + 8].copy_from_slice(&id.luid.to_le_bytes());
@@ -131,7 +178,7 @@ impl StateDir {
         let fd = nix::fcntl::openat(
             &self.dir,
             name.as_str(),
-            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            OFlag::O_RDONLY | OPEN_FLAGS,
             Mode::empty(),
         )
         .ok()?;
@@ -155,7 +202,7 @@ impl StateDir {
         let fd = match nix::fcntl::openat(
             &self.dir,
             name.as_str(),
-            OFlag::O_RDWR | OFlag::O_CLOEXEC,
+            OFlag::O_RDWR | OPEN_FLAGS,
             Mode::empty(),
         ) {
             Ok(fd) => fd,
@@ -168,15 +215,20 @@ impl StateDir {
             return Ok(None);
         }
         let (_, _, total) = words_offset(bitmap::words_for(id.region_count));
-        if file.metadata().map_err(io_errno)?.len() < total {
+        let meta = file.metadata().map_err(io_errno)?;
+        if !meta.is_file() || meta.len() < total {
             return Ok(None);
         }
+        // A file of an older dm-ulogd may be sparse.
+        allocate(&file, total)?;
         let device = u64_field(&header, field::DEVICE);
+        let legs = saved_legs(&header);
         let (clean, sync) = self.map(&file, id.region_count)?;
         Ok(Some(Saved {
             clean,
             sync,
             device,
+            legs,
         }))
     }
 
@@ -192,6 +244,32 @@ impl StateDir {
     }
 
     /// Deletes a log's state file (after DTR).
+    /// Records the legs of a log's mirror (found at RESUME), so a restarted
+    /// daemon can flush them for a log the kernel suspends before it
+    /// reconnects it, when the mirror's table may be gone already (a
+    /// removal takes the device out of the table list before it suspends
+    /// it). Best effort: without them, the saved bits are not written.
+    pub fn save_legs(&self, uuid: &[u8], luid: u64, legs: &LegSet) {
+        let name = file_name(uuid, luid);
+        let Ok(fd) = nix::fcntl::openat(
+            &self.dir,
+            name.as_str(),
+            OFlag::O_WRONLY | OPEN_FLAGS,
+            Mode::empty(),
+        ) else {
+            return;
+        };
+        let mut bytes = [0u8; 8 + 8 * MAX_LEGS];
+        bytes[..8].copy_from_slice(&(legs.len() as u64).to_le_bytes());
+        for (i, &(major, minor)) in legs.iter().enumerate() {
+            let at = 8 + 8 * i;
+            bytes[at..at + 8].copy_from_slice(&stat::makedev(major, minor).to_le_bytes());
+        }
+        if let Err(e) = File::from(fd).write_all_at(&bytes, field::LEG_COUNT as u64) {
+            log::warn!("cannot record the legs in state file {name}: {e}");
+        }
+    }
+
     pub fn remove(&self, uuid: &[u8], luid: u64) {
         let name = file_name(uuid, luid);
         match unistd::unlinkat(&self.dir, name.as_str(), UnlinkatFlags::NoRemoveDir) {
@@ -203,6 +281,19 @@ impl StateDir {
 
 fn io_errno(e: std::io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// The legs a state file recorded; None when it has none.
+fn saved_legs(h: &[u8; HEADER_LEN]) -> Option<LegSet> {
+    let count = usize::try_from(u64_field(h, field::LEG_COUNT)).ok()?;
+    if count == 0 || count > MAX_LEGS {
+        return None;
+    }
+    let legs = (0..count)
+        .map(|i| u64_field(h, field::LEGS + 8 * i))
+        .map(|dev| (stat::major(dev), stat::minor(dev)))
+        .collect();
+    Some(legs)
 }
 
 fn u64_field(h: &[u8; HEADER_LEN], at: usize) -> u64 {
@@ -354,11 +445,17 @@ mod tests {
             clean.set(3);
             sync.set(124);
         }
+        assert!(dir.restore(&id).unwrap().unwrap().legs.is_none());
+        let mut recorded = LegSet::new();
+        recorded.extend([(253, 1), (8, 1048576)]);
+        dir.save_legs(b"u1", 7, &recorded);
         let Saved {
             clean,
             sync,
             device,
+            legs,
         } = dir.restore(&id).unwrap().unwrap();
+        assert_eq!(legs, Some(recorded));
         assert_eq!(device, 0xfd_0000_0007);
         assert!(clean.test(3) && !clean.test(4));
         assert!(sync.test(124) && sync.count_ones() == 1);
@@ -414,5 +511,48 @@ mod tests {
         assert!(read_saved_log(&path).unwrap_err().contains("need"));
         file.write_all_at(b"NOTSTATE", 0).unwrap();
         assert_eq!(read_saved_log(&path), Ok(None));
+    }
+
+    #[test]
+    fn names_are_fixed_length_and_hide_the_luid() {
+        let luid = 0xffff_8880_1234_5678u64;
+        let short = file_name(b"u", luid);
+        let long = file_name(&[b'x'; MAX_UUID_LEN], luid);
+        assert_eq!(short.len(), 36);
+        assert_eq!(long.len(), 36);
+        for name in [&short, &long] {
+            assert!(name.starts_with("log-"), "{name}");
+            for part in ["ffff8880", "12345678", "88801234"] {
+                assert!(!name.contains(part), "{name} shows the luid");
+            }
+        }
+        assert_ne!(file_name(b"u", luid), file_name(b"u", luid + 1));
+        assert_ne!(file_name(b"u", luid), file_name(b"v", luid));
+    }
+
+    /// A symbolic link where a state file goes is replaced, never followed:
+    /// its target keeps its content.
+    #[test]
+    fn a_symlink_in_place_of_a_state_file_is_not_followed() {
+        let dir = temp_dir("symlink");
+        let id = Identity {
+            uuid: b"u-link",
+            luid: 9,
+            ctr: b"1000 core 1 8",
+            region_count: 125,
+        };
+        let root =
+            std::env::temp_dir().join(format!("dm-ulogd-state-symlink-{}", std::process::id()));
+        let target = std::env::temp_dir().join(format!("dm-ulogd-target-{}", std::process::id()));
+        std::fs::write(&target, b"precious").unwrap();
+        let link = root.join(file_name(id.uuid, id.luid).as_str());
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(dir.saved_ctr(id.uuid, id.luid).is_none());
+        assert!(!matches!(dir.restore(&id), Ok(Some(_))));
+        let (mut clean, _) = dir.create(&id, 0).unwrap();
+        clean.set(1);
+        assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+        assert!(!std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        let _ = std::fs::remove_file(&target);
     }
 }
