@@ -288,8 +288,12 @@ impl Server {
         out: &mut [u8],
     ) -> Result<usize, Errno> {
         let data = req.data;
-        if kind == RequestType::Resume && self.registry.get(index).log.disk().is_some() {
-            // A reload can change the legs: look them up at every RESUME.
+        let disk_loaded = self.registry.get(index).log.disk().map(|d| d.is_loaded());
+        if kind == RequestType::Resume && disk_loaded.is_some()
+            || kind == RequestType::Flush && disk_loaded == Some(false)
+        {
+            // A reload can change the legs: look them up at every RESUME,
+            // and before a FLUSH that loads a reconnected log first.
             let legs = self.find_legs(req.uuid);
             if let Some(legs) = &legs {
                 self.state.save_legs(req.uuid, req.luid, legs);
@@ -731,11 +735,11 @@ impl Server {
         // The device the previous daemon wrote, by number; regular files
         // (tests) by their path.
         let number = (stat::major(saved.device), stat::minor(saved.device));
-        let spec = match args.device {
-            Some(path) if saved.device == 0 => heapless::String::try_from(path).ok(),
-            _ => Some(number_spec(number)),
+        let opened = match args.device {
+            Some(path) if saved.device == 0 => LogDevice::open(path, self.node_dir.as_fd()),
+            _ => LogDevice::open(&number_spec(number), self.node_dir.as_fd()),
         };
-        let Some(Ok(device)) = spec.map(|s| LogDevice::open(&s, self.node_dir.as_fd())) else {
+        let Ok(device) = opened else {
             return;
         };
         if let Some(live) = self.registry.iter().find(|e| {

@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use dm_ulogd::mirrors::FakeMirrors;
 use dm_ulogd::server::{Limits, Server};
@@ -126,14 +126,15 @@ impl Daemon {
     fn new(name: &str, limits: Limits) -> Self {
         let dir = scratch(name).join("state");
         fs::create_dir_all(&dir).unwrap();
-        let fd: OwnedFd = fs::File::open(&dir).unwrap().into();
+        Self::over(&dir, limits, FakeMirrors::two_legs())
+    }
+
+    /// A daemon over an existing state directory: a restart when another
+    /// daemon used it before.
+    fn over(dir: &Path, limits: Limits, mirrors: FakeMirrors) -> Self {
+        let fd: OwnedFd = fs::File::open(dir).unwrap().into();
         Daemon {
-            server: Server::new(
-                limits,
-                fd.try_clone().unwrap(),
-                fd,
-                Box::new(FakeMirrors::two_legs()),
-            ),
+            server: Server::new(limits, fd.try_clone().unwrap(), fd, Box::new(mirrors)),
             seq: 100,
         }
     }
@@ -796,4 +797,205 @@ fn disk_log_on_a_device_too_small_is_refused() {
     let table = format!("160 disk 2 {} 8", path.to_str().unwrap());
     assert_eq!(d.call(CTR, table.as_bytes()), (-EINVAL, vec![]));
     assert_eq!(d.server.registry().len(), 0);
+}
+
+const LIMITS: Limits = Limits {
+    max_logs: 16,
+    memory_budget: 16 << 20,
+};
+
+/// A state directory and two 4 KiB "log devices" (regular files) holding
+/// marker bytes.
+fn devices(name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = scratch(name);
+    let state = dir.join("state");
+    fs::create_dir_all(&state).unwrap();
+    let (a, b) = (dir.join("device-a"), dir.join("device-b"));
+    fs::write(&a, vec![0xa5u8; 4096]).unwrap();
+    fs::write(&b, vec![0x5au8; 4096]).unwrap();
+    (state, a, b)
+}
+
+fn disk_table(device: &Path, extra: &str) -> Vec<u8> {
+    let nargs = if extra.is_empty() { 2 } else { 3 };
+    format!("160 disk {nargs} {} 8{extra}", device.display()).into_bytes()
+}
+
+fn nul(table: &[u8]) -> Vec<u8> {
+    let mut t = table.to_vec();
+    t.push(0);
+    t
+}
+
+fn on_device(device: &Path, region: u64) -> bool {
+    fs::read(device).unwrap()[1024 + (region / 8) as usize] & (1 << (region % 8)) != 0
+}
+
+/// dm-log-userspace's userspace_ctr frees its log without a DTR when the
+/// device the CTR reply names cannot be held, and a retried load often gets
+/// the same luid (the log context's address). The retry's device is the one
+/// served; the refused one is never written.
+#[test]
+fn a_retried_table_load_gets_the_device_it_names() {
+    let (state, a, b) = devices("failed-load");
+    let mut d = Daemon::over(&state, LIMITS, FakeMirrors::two_legs());
+    let (error, reply) = d.call(CTR, &disk_table(&a, ""));
+    assert_eq!((error, reply), (0, nul(a.to_str().unwrap().as_bytes())));
+    d.word(GET_REGION_SIZE, &[]);
+    // The kernel could not hold device A: no DTR, a new load names B.
+    let (error, reply) = d.call(CTR, &disk_table(&b, ""));
+    assert_eq!(error, 0);
+    assert_eq!(
+        reply,
+        nul(b.to_str().unwrap().as_bytes()),
+        "answered from the failed load's log"
+    );
+    assert_eq!(d.server.registry().len(), 1);
+    d.ok(RESUME, &[]);
+    d.ok(MARK_REGION, &u64s(&[3]));
+    d.ok(FLUSH, &[]);
+    d.ok(POSTSUSPEND, &[]);
+    d.ok(DTR, &[]);
+    assert_eq!(
+        fs::read(&a).unwrap(),
+        vec![0xa5u8; 4096],
+        "device A was written"
+    );
+    assert_eq!(&fs::read(&b).unwrap()[..4], &0x4D69_5272u32.to_le_bytes());
+    assert!(d.server.may_exit());
+}
+
+/// A failed load that is never retried leaves a log nothing names: it must
+/// not keep the daemon from exiting, while a log an inactive table names
+/// (loaded, waiting for its resume) must.
+#[test]
+fn a_log_no_table_names_does_not_keep_the_daemon_alive() {
+    let (state, a, _) = devices("orphan");
+    let mirrors = FakeMirrors::two_legs();
+    let mut d = Daemon::over(&state, LIMITS, mirrors.clone());
+    assert_eq!(d.call(CTR, &disk_table(&a, "")).0, 0);
+    assert!(!d.server.may_exit(), "a log just constructed is kept");
+    std::thread::sleep(std::time::Duration::from_millis(5200));
+    assert!(!d.server.may_exit(), "an inactive table names it");
+    mirrors.0.borrow_mut().references = 0;
+    assert!(
+        d.server.may_exit(),
+        "nothing names it: a failed load's leftover"
+    );
+    assert_eq!(fs::read(&a).unwrap(), vec![0xa5u8; 4096]);
+}
+
+/// A reload after a restart: the old table's log was never reconnected.
+/// The kernel constructs the new log, suspends the old table, resumes the
+/// new one (whose writes start at once) and only then destroys the old
+/// one. The old log's saved image may be written at its POSTSUSPEND, never
+/// after the new log has loaded the device.
+#[test]
+fn a_reload_after_a_restart_never_writes_the_old_image_over_the_new_log() {
+    let (state, device, _) = devices("reload-restart");
+    let old = LUID;
+    let new = LUID + 64;
+    {
+        let mut d1 = Daemon::over(&state, LIMITS, FakeMirrors::two_legs());
+        assert_eq!(
+            d1.call_to(UUID, old, CTR, &disk_table(&device, " nosync"))
+                .0,
+            0
+        );
+        assert_eq!(d1.call_to(UUID, old, RESUME, &[]).0, 0);
+        // SIGKILL: d1 is gone, its state file stays.
+    }
+    let mut d2 = Daemon::over(&state, LIMITS, FakeMirrors::two_legs());
+    assert_eq!(d2.call_to(UUID, new, CTR, &disk_table(&device, "")).0, 0);
+    assert_eq!(d2.call_to(UUID, old, PRESUSPEND, &[]).0, 0);
+    assert_eq!(d2.call_to(UUID, old, POSTSUSPEND, &[]).0, 0);
+    assert_eq!(d2.call_to(UUID, new, RESUME, &[]).0, 0);
+    assert_eq!(d2.call_to(UUID, new, MARK_REGION, &u64s(&[7])).0, 0);
+    assert_eq!(d2.call_to(UUID, new, FLUSH, &[]).0, 0);
+    assert!(!on_device(&device, 7), "the new log's mark is durable");
+    // A late POSTSUSPEND and the DTR of the old log write nothing.
+    assert_eq!(d2.call_to(UUID, old, POSTSUSPEND, &[]).0, 0);
+    assert_eq!(d2.call_to(UUID, old, DTR, &[]).0, 0);
+    assert!(
+        !on_device(&device, 7),
+        "the old log's saved image overwrote the new log's mark"
+    );
+    assert!(on_device(&device, 8));
+}
+
+/// Several callers take the kernel's reconnect path at once: one's CTR
+/// comes, then another's FLUSH with marks before the first one's RESUME.
+/// The marks must be on the device when the FLUSH is answered, and stay
+/// there through the RESUME.
+#[test]
+fn a_flush_before_the_reconnect_resume_is_durable() {
+    let (state, device, _) = devices("flush-before-resume");
+    let table = disk_table(&device, " nosync");
+    {
+        let mut d1 = Daemon::over(&state, LIMITS, FakeMirrors::two_legs());
+        assert_eq!(d1.call(CTR, &table).0, 0);
+        d1.ok(RESUME, &[]);
+    }
+    for keep_state in [true, false] {
+        if !keep_state {
+            for f in fs::read_dir(&state).unwrap() {
+                fs::remove_file(f.unwrap().path()).unwrap();
+            }
+        }
+        let mut d2 = Daemon::over(&state, LIMITS, FakeMirrors::two_legs());
+        assert_eq!(d2.call(CTR, &nul(&table)).0, 0);
+        d2.ok(MARK_REGION, &u64s(&[9]));
+        d2.ok(FLUSH, &[]);
+        assert!(
+            !on_device(&device, 9),
+            "state kept {keep_state}: FLUSH answered, mark not durable"
+        );
+        d2.ok(RESUME, &[]);
+        assert!(
+            !d2.is_clean(9),
+            "state kept {keep_state}: the RESUME undid the mark"
+        );
+        assert!(!on_device(&device, 9));
+        // Without saved state the load rebuilt sync from clean: region 9,
+        // written while the daemon was away, is resynced first.
+        assert_eq!(d2.in_sync(9), keep_state);
+        d2.ok(CLEAR_REGION, &u64s(&[9]));
+        d2.ok(SET_REGION_SYNC, &u64s(&[9, 1]));
+        d2.server.write_back_all();
+        assert!(on_device(&device, 9));
+    }
+}
+
+/// A daemon restarted with a lower --max-logs still takes back every log
+/// the kernel reconnects from saved state (a refusal would make the kernel
+/// retry forever); new logs get -ENOMEM.
+#[test]
+fn reconnects_keep_their_room_after_a_restart_with_lower_limits() {
+    let dir = scratch("lower-limits").join("state");
+    fs::create_dir_all(&dir).unwrap();
+    let two = Limits {
+        max_logs: 2,
+        memory_budget: 1 << 20,
+    };
+    {
+        let mut d1 = Daemon::over(&dir, two, FakeMirrors::two_legs());
+        for luid in [1, 2] {
+            assert_eq!(d1.call_to(UUID, luid, CTR, b"8000 core 1 8").0, 0);
+        }
+    }
+    let one = Limits {
+        max_logs: 1,
+        memory_budget: 64,
+    };
+    let mut d2 = Daemon::over(&dir, one, FakeMirrors::two_legs());
+    for luid in [1, 2] {
+        assert_eq!(
+            d2.call_to(UUID, luid, CTR, b"8000 core 1 8\0").0,
+            0,
+            "luid {luid}"
+        );
+        assert_eq!(d2.call_to(UUID, luid, RESUME, &[]).0, 0);
+    }
+    assert_eq!(d2.server.registry().len(), 2);
+    assert_eq!(d2.call_to(UUID, 3, CTR, b"8000 core 1 8").0, -ENOMEM);
 }
