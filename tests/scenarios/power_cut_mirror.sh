@@ -3,7 +3,8 @@
 #
 # Disks (the host serves each through nbdkit): /dev/vda leg 0 and /dev/vdc the
 # log device behind a volatile write-back cache, /dev/vdb leg 1 written
-# through. A mirror of 1024 regions of 8 KiB spans the two legs whole. The
+# through; /dev/vdd a probe behind a volatile cache, which the host reads
+# after the cut (a flushed block must be there, an unflushed one lost). A mirror of 1024 regions of 8 KiB spans the two legs whole. The
 # host cuts the power (SIGKILL of qemu and of every nbdkit) while fio writes,
 # so whatever the cached disks were not asked to flush is lost; it boots the
 # guest again on the same disks.
@@ -13,9 +14,11 @@
 #                        it (no sync/nosync: the disk log decides what
 #                        resyncs), wait for sync, compare the legs region by
 #                        region; print one POWERCUT-VERIFY line
-#   powercut.load=LOG    a fresh mirror (zeroed log, full resync), every disk
-#                        flushed, fio writing; print POWERCUT-LOAD-STARTED once
-#                        writes reach the legs, then wait for the cut
+#   powercut.load=LOG    leg 1 a copy of leg 0, a fresh mirror on them (zeroed
+#                        log, nosync), the probe written, every disk flushed, fio writing (4 jobs, random 4 KiB direct
+#                        writes, each job in its own quarter); print
+#                        POWERCUT-LOAD-STARTED once writes reach the legs,
+#                        then wait for the cut
 # LOG: kdisk (the kernel's own disk log), udisk (dm-ulogd disk), udisk_if
 # (dm-ulogd disk with integrated_flush).
 . /scenarios/lib.sh
@@ -23,6 +26,7 @@
 LEG0=/dev/vda
 LEG1=/dev/vdb
 LOGDEV=/dev/vdc
+PROBE=/dev/vdd
 REGION=16        # sectors: 8 KiB
 NR=1024
 SECTORS=$((NR * REGION))
@@ -34,18 +38,22 @@ param() {
     done
 }
 
+# mirror_log_words LOG [nosync]
 mirror_log_words() {
+    _n=$((2 + $# - 1))
     case $1 in
-        kdisk) echo "disk 2 $LOGDEV $REGION" ;;
-        udisk) echo "userspace 5 powercut-udisk disk 2 $LOGDEV $REGION" ;;
-        udisk_if) echo "userspace 6 powercut-udisk_if integrated_flush disk 2 $LOGDEV $REGION" ;;
+        kdisk) echo "disk $_n $LOGDEV $REGION $2" ;;
+        udisk) echo "userspace $((_n + 3)) powercut-udisk disk $_n $LOGDEV $REGION $2" ;;
+        udisk_if) echo "userspace $((_n + 4)) powercut-udisk_if integrated_flush disk $_n $LOGDEV $REGION $2" ;;
         *) fail "unknown log '$1' (kdisk, udisk, udisk_if)" ;;
     esac
 }
 
+# assemble LOG [nosync]
 assemble() {
     [ "$1" = kdisk ] || start_daemon
-    _t="0 $SECTORS mirror $(mirror_log_words "$1") 2 $LEG0 0 $LEG1 0"
+    # shellcheck disable=SC2046 # the log's words
+    _t=$(echo "0 $SECTORS mirror" $(mirror_log_words "$@") "2 $LEG0 0 $LEG1 0")
     log "create m0: $_t"
     run dmsetup create m0 --table "$_t" >/dev/null
     [ -b /dev/mapper/m0 ] || run dmsetup mknodes m0 >/dev/null
@@ -93,14 +101,13 @@ verify() {
     clean_regions >/tmp/clean.list
     _clean=$(wc -l </tmp/clean.list)
     assemble "$1"
-    _start=$(in_sync_count m0)
     wait_in_sync m0 120
     disassemble "$1"
     divergent_regions >/tmp/divergent.list
     _div=$(wc -l </tmp/divergent.list)
     _divclean=$(awk 'NR == FNR { clean[$1] = 1; next } ($1 in clean)' /tmp/clean.list /tmp/divergent.list | wc -l)
     _first=$(head -16 /tmp/divergent.list | tr '\n' ',' | sed 's/,$//')
-    echo "POWERCUT-VERIFY log=$1 identical=$LEGS_IDENTICAL header=$(echo "$_h" | tr ' ' :) clean_before=$_clean in_sync_at_load=$_start divergent=$_div divergent_clean=$_divclean first=${_first:-none}" >"$_CONSOLE"
+    echo "POWERCUT-VERIFY log=$1 identical=$LEGS_IDENTICAL header=$(echo "$_h" | tr ' ' :) clean_before=$_clean divergent=$_div divergent_clean=$_divclean first=${_first:-none}" >"$_CONSOLE"
 }
 
 load() {
@@ -109,14 +116,25 @@ load() {
         [ "$_wc" = "write back" ] ||
             fail "$_d: write_cache '$_wc': the guest would send no flushes (qemu needs cache=writeback)"
     done
+    run dd if=$LEG0 of=$LEG1 bs=1M iflag=direct oflag=direct >/dev/null
     zero_dev $LOGDEV
-    assemble "$1"
-    wait_in_sync m0 120
+    assemble "$1" nosync
+    wait_in_sync m0 10
+    # Probe block 0 flushed, block 1 not: the cut must keep the one and lose
+    # the other, or the disks do not model a volatile cache.
+    run dd if=/dev/urandom of=$PROBE bs=4k count=1 oflag=direct >/dev/null
+    flush_disk $PROBE
+    run dd if=/dev/urandom of=$PROBE bs=4k count=1 seek=1 oflag=direct >/dev/null
     for _d in $LEG0 $LEG1 $LOGDEV; do flush_disk $_d; done
     _before=$(awk '{ print $5 }' /sys/block/vdb/stat)
+    # Each job writes its own quarter, one write at a time: two writes in
+    # flight to one block may land in either order on each leg, and legs
+    # that differ so are the workload's doing, not the power cut's.
+    _quarter=$((SECTORS * 512 / 4))
     fio --name=powercut --filename=/dev/mapper/m0 --rw=randwrite --bs=4k --direct=1 \
-        --ioengine=libaio --iodepth=4 --numjobs=4 --time_based --runtime=600 \
-        --randrepeat=0 --refill_buffers --output=/dev/null >/dev/null 2>&1 &
+        --ioengine=psync --numjobs=4 --size=$_quarter --offset_increment=$_quarter \
+        --time_based --runtime=600 --randrepeat=0 --refill_buffers \
+        --output=/dev/null >/dev/null 2>&1 &
     _n=0
     while [ "$(awk '{ print $5 }' /sys/block/vdb/stat)" -le "$_before" ]; do
         _n=$((_n + 1))
