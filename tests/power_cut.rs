@@ -247,6 +247,11 @@ fn start_servers(dir: &Path) -> Vec<Child> {
     let mut servers = Vec::new();
     for disk in &DISKS {
         let sock = socket_of(dir, disk);
+        assert!(
+            sock.as_os_str().len() < 108,
+            "socket path {} too long for a unix socket (108 bytes): set CARGO_TARGET_DIR to a shorter path",
+            sock.display()
+        );
         let pidfile = dir.join(format!("{}.nbdkit.pid", disk.name));
         let _ = fs::remove_file(&sock);
         let _ = fs::remove_file(&pidfile);
