@@ -17,6 +17,10 @@
 #   BOOT_APPEND    extra kernel command line words
 #   BOOT_KERNEL    vmlinuz to boot (default: fetch-kernel.sh)
 #   QEMU           qemu binary (default qemu-system-x86_64)
+#   BOOT_DRIVES    more disks after the DISK arguments: whitespace-separated
+#                  qemu -drive values, e.g. an NBD server's
+#                  file=nbd:unix:/s.sock,format=raw,if=virtio,cache=writeback
+#   BOOT_PIDFILE   qemu writes its pid there (-pidfile), e.g. to kill it
 set -u
 
 if [ $# -lt 2 ]; then
@@ -43,6 +47,9 @@ for d in "$@"; do
     [ -f "$d" ] || [ -b "$d" ] || { echo "boot.sh: no disk $d" >&2; exit 1; }
     n=$((n + 1))
 done
+for d in ${BOOT_DRIVES:-}; do
+    n=$((n + 1))
+done
 
 gtimeout=0
 if [ "$timeout_s" -gt 60 ]; then
@@ -56,6 +63,12 @@ for d in "$@"; do
     set -- "$@" -drive "file=$d,format=raw,if=virtio,cache=unsafe"
     shift
 done
+for d in ${BOOT_DRIVES:-}; do
+    set -- "$@" -drive "$d"
+done
+if [ -n "${BOOT_PIDFILE:-}" ]; then
+    set -- "$@" -pidfile "$BOOT_PIDFILE"
+fi
 
 log=$(mktemp "${TMPDIR:-/tmp}/dmulogd-console.XXXXXX")
 trap 'rm -f "$log"' EXIT
