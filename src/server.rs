@@ -393,10 +393,9 @@ impl Server {
             }
             RequestType::IsRemoteRecovering => {
                 existing(log, one_region(data)?)?;
-                // One node: nothing recovers elsewhere. The hint is the first
-                // region not in sync, never region_count before all are.
+                // One node: nothing recovers elsewhere (see in_sync_hint).
                 put_u64(out, 0, 0);
-                put_u64(out, 8, log.first_unsynced());
+                put_u64(out, 8, log.in_sync_hint());
                 Ok(16)
             }
             RequestType::StatusInfo | RequestType::StatusTable => {

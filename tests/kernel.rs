@@ -285,6 +285,28 @@ fn bad_tables() {
     run_scenario("bad_tables", 2);
 }
 
+/// A load whose log device is busy fails after its CTR; the retry names
+/// another device and is served on it; the refused device is untouched and
+/// SIGTERM ends the daemon once the mirror is removed.
+#[test]
+fn failed_table_load() {
+    run_scenario("failed_load", 2);
+}
+
+/// Writes ahead of a running resync are not throttled by the kernel's
+/// IS_REMOTE_RECOVERING cache: at most 1.5x the kernel core log's time.
+#[test]
+fn writes_during_resync() {
+    run_scenario("writes_during_resync", 2);
+}
+
+/// kill -9 while idle, then suspend, a queued write, reload and resume:
+/// the old log's saved image never lands over the new log's device.
+#[test]
+fn reload_after_kill() {
+    run_scenario("reload_after_kill", 2);
+}
+
 /// --max-logs and --memory-budget reached: -ENOMEM, one line naming the option.
 #[test]
 fn out_of_room() {

@@ -46,8 +46,6 @@ pub struct DirtyLog {
     recovering: Option<u64>,
     /// Where GET_RESYNC_WORK looks next; only moves forward until RESUME.
     sync_search: u64,
-    /// Every region below this is in sync (a lower bound, advanced lazily).
-    in_sync_floor: u64,
     /// POSTSUSPEND came and no RESUME since: the next RESUME is a real one.
     suspended: bool,
     disk: Option<DiskStore>,
@@ -92,7 +90,6 @@ impl DirtyLog {
             sync_count,
             recovering: None,
             sync_search: 0,
-            in_sync_floor: 0,
             suspended: false,
             disk: store,
         }
@@ -229,7 +226,6 @@ impl DirtyLog {
             self.recovering = None;
         }
         self.sync_search = 0;
-        self.in_sync_floor = 0;
         match &self.disk {
             Some(d) if !d.is_loaded() || was_suspended => self.load(io),
             _ => Ok(()),
@@ -290,18 +286,28 @@ impl DirtyLog {
             }
         } else if self.sync.clear(region) {
             self.sync_count -= 1;
-            self.in_sync_floor = self.in_sync_floor.min(region);
             if let Some(d) = &mut self.disk {
                 d.note_change(region, true);
             }
         }
     }
 
-    /// The first region not in sync (region_count when all are). The kernel
-    /// caches it as in_sync_hint and skips asking about regions below it.
-    pub fn first_unsynced(&mut self) -> u64 {
-        self.in_sync_floor = self.sync.find_next_zero(self.in_sync_floor);
-        self.in_sync_floor
+    /// The in_sync_hint for IS_REMOTE_RECOVERING: region_count when every
+    /// region is in sync, else region_count - 1. The kernel answers "not
+    /// recovering" by itself for every region below the hint, and within
+    /// 250 ms of its last question "recovering" for the rest, which requeues
+    /// the write behind a 200 ms timer (dm-raid1 do_writes); it asks for
+    /// resync work only while the hint is below region_count. On one node
+    /// nothing recovers elsewhere (dm-region-hash already holds writes to a
+    /// region this node recovers), so the hint is as high as it can be
+    /// without ending the resync.
+    pub fn in_sync_hint(&self) -> u64 {
+        let count = self.region_count();
+        if self.sync_count >= count {
+            count
+        } else {
+            count - 1
+        }
     }
 
     /// STATUS_INFO text, as the kernel's own logs print it.
