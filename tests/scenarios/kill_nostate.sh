@@ -46,6 +46,14 @@ dd if=/tmp/pattern of=/dev/mapper/m1 bs=4k seek=$((PATTERN_MB * 256)) oflag=dire
 p1=$!
 sample_sync /tmp/samples m0 m1
 sleep 2.5
+# Under a loaded host a status can take seconds: kill only once both
+# mirrors have been sampled under the load.
+_n=0
+while ! grep -q ' m1 [0-9]' /tmp/samples 2>/dev/null; do
+    [ $_n -lt 300 ] || fail "no in-sync sample of m1 within 30 s"
+    sleep 0.1
+    _n=$((_n + 1))
+done
 
 t_kill=$(now_ds)
 kill_daemon
