@@ -293,6 +293,14 @@ fn failed_table_load() {
     run_scenario("failed_load", 2);
 }
 
+/// After a restart the log device's path names another device: the
+/// reconnected log serves the device the kernel holds (the saved dev_t),
+/// the other one is untouched; leg flushes are counted in the summary.
+#[test]
+fn log_path_moved() {
+    run_scenario("log_path_moved", 2);
+}
+
 /// Writes ahead of a running resync are not throttled by the kernel's
 /// IS_REMOTE_RECOVERING cache: at most 1.5x the kernel core log's time.
 #[test]
