@@ -44,7 +44,7 @@ FILES := \
 
 # Where the host-side files name the daemon's installed path (the initrd
 # unit names the path inside the image, which never changes).
-REWRITE := sed -e 's|^ExecStart=/usr/sbin/dm-ulogd|ExecStart=$(SBINDIR)/dm-ulogd|' \
+REWRITE := sed -e 's|^ExecStart=/usr/sbin/dm-ulogd$$|ExecStart=$(SBINDIR)/dm-ulogd|' \
 	-e 's|$${DM_ULOGD:-/usr/sbin/dm-ulogd}|$${DM_ULOGD:-$(SBINDIR)/dm-ulogd}|g' \
 	-e 's|^\.I /usr/sbin/dm-ulogd$$|.I $(SBINDIR)/dm-ulogd|'
 
@@ -77,7 +77,6 @@ uninstall:
 		dst=$${f%%:*}; \
 		echo "rm -f $(DESTDIR)$$dst"; rm -f "$(DESTDIR)$$dst"; \
 	done
-	rmdir --ignore-fail-on-non-empty "$(DESTDIR)$(DRACUTMODULESDIR)/90dm-ulogd" 2>/dev/null || true
 	@set -e; if [ -n "$(DESTDIR)" ] && [ -d "$(DESTDIR)" ]; then \
 		cd "$(DESTDIR)"; \
 		for f in $(FILES); do \
@@ -85,6 +84,8 @@ uninstall:
 			[ -d "$$dir" ] && rmdir -p --ignore-fail-on-non-empty "$$dir"; \
 		done; \
 	fi; true
+	@[ ! -d "$(DESTDIR)$(DRACUTMODULESDIR)/90dm-ulogd" ] || \
+		rmdir --ignore-fail-on-non-empty "$(DESTDIR)$(DRACUTMODULESDIR)/90dm-ulogd"
 
 deb: $(BIN)
 	sh $(SRC)/debian/build-deb.sh
