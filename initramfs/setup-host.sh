@@ -5,11 +5,12 @@
 # Installs: qemu (TCG guest), busybox-static (the guest's userland), dmsetup and
 # fio (copied into the guest with their shared libraries), cpio/gzip (image),
 # kmod/xz-utils/zstd (module inspection and decompression), nbdkit (the
-# power-cut test's disks: its file plugin and cache filter), and the Rust musl
-# target that dm-ulogd is built for.
+# power-cut test's disks: its file plugin and cache filter), make, dpkg-dev
+# and lintian (make install, the Debian package and its check), and the Rust
+# musl target that dm-ulogd is built for.
 set -eu
 
-PKGS="qemu-system-x86 busybox-static dmsetup fio cpio gzip kmod xz-utils zstd nbdkit"
+PKGS="qemu-system-x86 busybox-static dmsetup fio cpio gzip kmod xz-utils zstd nbdkit make dpkg-dev lintian"
 
 missing=""
 for p in $PKGS; do

@@ -4,11 +4,17 @@
 //! switch_root, twice.
 //!
 //! - `mkinitramfs_root_on_mirror`: Debian's mkinitramfs (initramfs-tools) with
-//!   initramfs/initramfs-tools/ (hook + init-top script).
-//! - `dracut_root_on_mirror`: the real dracut with initramfs/dracut/90dm-ulogd
+//!   the hook and init-top script.
+//! - `dracut_root_on_mirror`: the real dracut with the module 90dm-ulogd
 //!   (a systemd initrd).
 //! - `unit_files_verify`: `systemd-analyze verify` of the host unit and of
 //!   the initrd unit (inside the dracut image), and the man page.
+//!
+//! What is tested is what is installed: the daemon, the man page, the units,
+//! the hook, the boot script and the dracut module all come from a staging
+//! directory made by `make install DESTDIR=...` (the layout of the Debian
+//! package), never from the source tree, and the image builders find them
+//! where they are installed (initramfs/early-boot/*-image.sh).
 //!
 //! Each boot test: build the image; check its content; build a busybox root
 //! file system (initramfs/early-boot/make-root.sh with
@@ -45,8 +51,33 @@ const REGIONS: u64 = 128;
 const LOG_BYTES: u64 = 1 << 20;
 const SCRATCH_BYTES: u64 = 32 << 20;
 
+/// Where the Debian package puts the host unit (Debian 12's convention).
+const UNIT_DIR: &str = "lib/systemd/system";
+
 fn repo(p: &str) -> PathBuf {
     Path::new(REPO).join(p)
+}
+
+/// `make install DESTDIR=<work>/early-boot/destdir`, once per test binary
+/// run, of the daemon cargo built for these tests.
+fn destdir() -> &'static Path {
+    static DESTDIR: OnceLock<PathBuf> = OnceLock::new();
+    DESTDIR.get_or_init(|| {
+        let d = fresh_dir("destdir");
+        run(Command::new("make")
+            .arg("-C")
+            .arg(REPO)
+            .args(["--no-print-directory", "install"])
+            .arg(format!("DESTDIR={}", d.display()))
+            .arg(format!("BIN={DAEMON}"))
+            .arg(format!("SYSTEMDUNITDIR=/{UNIT_DIR}")));
+        d
+    })
+}
+
+/// A file as `make install` installed it.
+fn installed(p: &str) -> PathBuf {
+    destdir().join(p)
 }
 
 fn work(name: &str) -> PathBuf {
@@ -125,7 +156,8 @@ fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {
 /// The initramfs-tools image: initramfs/early-boot/mkinitramfs-image.sh
 /// with the test's configuration (tests/early-boot/initramfs-tools/: a
 /// MODULES=list initramfs.conf, the virtio modules, RESUME=none) and
-/// tests/early-boot/assemble-root.sh as scripts/local-top/dmulogd-test-root.
+/// tests/early-boot/assemble-root.sh as scripts/local-top/dmulogd-test-root;
+/// the hook and the init-top script are the installed ones.
 fn mkinitramfs_image(dir: &Path) -> PathBuf {
     let overlay = dir.join("test-confdir");
     let local_top = overlay.join("scripts/local-top");
@@ -142,16 +174,16 @@ fn mkinitramfs_image(dir: &Path) -> PathBuf {
     timed("mkinitramfs image", || {
         run(sh("initramfs/early-boot/mkinitramfs-image.sh")
             .arg(&image)
-            .arg(DAEMON)
+            .arg(destdir())
             .arg(dir.join("build"))
             .arg(&overlay))
     });
     image
 }
 
-/// The dracut image (initramfs/early-boot/dracut-image.sh) with the test
-/// module tests/early-boot/dracut/95dmulogd-test; built once, shared by the
-/// boot test and the verify test.
+/// The dracut image (initramfs/early-boot/dracut-image.sh) with the
+/// installed module and the test module tests/early-boot/dracut/95dmulogd-test;
+/// built once, shared by the boot test and the verify test.
 fn dracut_image() -> &'static Path {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();
     IMAGE.get_or_init(|| {
@@ -161,7 +193,7 @@ fn dracut_image() -> &'static Path {
         timed("dracut image", || {
             run(sh("initramfs/early-boot/dracut-image.sh")
                 .arg(&image)
-                .arg(DAEMON)
+                .arg(destdir())
                 .arg(dir.join("build"))
                 .arg(repo("tests/early-boot/dracut/95dmulogd-test"))
                 .arg("--")
@@ -177,7 +209,7 @@ fn dracut_image() -> &'static Path {
                 )
                 .env(
                     "DMULOGD_HOST_UNIT",
-                    repo("initramfs/systemd/dm-ulogd.service"),
+                    installed(&format!("{UNIT_DIR}/dm-ulogd.service")),
                 ))
         });
         let unpacked = dir.join("unpacked");
@@ -228,8 +260,8 @@ const DM_MODULES: &[&str] = &[
     "virtio_blk",
 ];
 
-/// What the initramfs-tools image must hold: the daemon as built, the boot
-/// script in init-top ordered before udev (whose coldplug could activate
+/// What the initramfs-tools image must hold: the daemon as built and
+/// installed, the installed boot script in init-top ordered before udev (whose coldplug could activate
 /// LVM), the modules, the test's local-top script.
 fn check_mkinitramfs_image(image: &Path, dir: &Path) {
     let x = dir.join("unpacked");
@@ -243,8 +275,12 @@ fn check_mkinitramfs_image(image: &Path, dir: &Path) {
     };
     same_file(&root.join("usr/sbin/dm-ulogd"), Path::new(DAEMON));
     same_file(
+        &root.join("usr/sbin/dm-ulogd"),
+        &installed("usr/sbin/dm-ulogd"),
+    );
+    same_file(
         &root.join("scripts/init-top/dm-ulogd"),
-        &repo("initramfs/initramfs-tools/scripts/init-top/dm-ulogd"),
+        &installed("usr/share/initramfs-tools/scripts/init-top/dm-ulogd"),
     );
     let order = read(&root.join("scripts/init-top/ORDER"));
     let pos = |s: &str| {
@@ -264,11 +300,15 @@ fn check_mkinitramfs_image(image: &Path, dir: &Path) {
     assert_has_modules(&root, DM_MODULES);
 }
 
-/// What the dracut image must hold: the daemon, the initrd unit enabled in
+/// What the dracut image must hold: the daemon, the installed initrd unit enabled in
 /// sysinit.target.wants, the modules; lsinitrd names the dm-ulogd module.
 fn check_dracut_image(image: &Path) {
     let root = dracut_unpacked();
     same_file(&root.join("usr/sbin/dm-ulogd"), Path::new(DAEMON));
+    same_file(
+        &root.join("usr/sbin/dm-ulogd"),
+        &installed("usr/sbin/dm-ulogd"),
+    );
     let unit = "usr/lib/systemd/system/dm-ulogd-initrd.service";
     let unit = if root.join(unit).exists() {
         unit
@@ -277,7 +317,7 @@ fn check_dracut_image(image: &Path) {
     };
     same_file(
         &root.join(unit),
-        &repo("initramfs/dracut/90dm-ulogd/dm-ulogd-initrd.service"),
+        &installed("usr/lib/dracut/modules.d/90dm-ulogd/dm-ulogd-initrd.service"),
     );
     let wants = root.join("etc/systemd/system/sysinit.target.wants/dm-ulogd-initrd.service");
     assert!(
@@ -483,24 +523,19 @@ fn dracut_root_on_mirror() {
     root_on_mirror("dracut", &dir, image, "rd.emergency=poweroff rd.shell=0");
 }
 
-/// `systemd-analyze verify` must print nothing and succeed for the host
-/// unit (checked on this host, with the built daemon as /usr/sbin/dm-ulogd
-/// in a private mount namespace) and for the initrd unit (checked inside
-/// the unpacked dracut image, where it runs); Documentation=man:dm-ulogd(8)
-/// must resolve to initramfs/man/dm-ulogd.8, which man(1) formats without
-/// warnings.
+/// `systemd-analyze verify` must print nothing and succeed for the installed
+/// host unit (checked on this host, with the installed daemon as
+/// /usr/sbin/dm-ulogd in a private mount namespace) and for the initrd unit
+/// (checked inside the unpacked dracut image, where it runs);
+/// Documentation=man:dm-ulogd(8) must resolve to the installed man page,
+/// which man(1) formats without warnings.
 #[test]
 fn unit_files_verify() {
     host_ready();
-    let dir = fresh_dir("verify");
-    let man8 = dir.join("man/man8");
-    fs::create_dir_all(&man8).unwrap();
-    fs::copy(repo("initramfs/man/dm-ulogd.8"), man8.join("dm-ulogd.8")).unwrap();
-    let manpath = dir.join("man");
-
+    let manpath = installed("usr/share/man");
     let out = run(Command::new("man")
         .args(["--warnings", "-l"])
-        .arg(repo("initramfs/man/dm-ulogd.8"))
+        .arg(manpath.join("man8/dm-ulogd.8"))
         .env("MANWIDTH", "80")
         .env("LC_ALL", "C.UTF-8"));
     let warnings = String::from_utf8_lossy(&out.stderr);
@@ -523,20 +558,12 @@ fn unit_files_verify() {
     }
 
     // The host unit, against this host's systemd with dm-ulogd installed.
-    let bin = dir.join("sbin");
-    fs::create_dir_all(&bin).unwrap();
-    fs::copy(DAEMON, bin.join("dm-ulogd")).unwrap();
-    let unit = repo("initramfs/systemd/dm-ulogd.service");
+    let bin = installed("usr/sbin");
+    let unit = installed(&format!("{UNIT_DIR}/dm-ulogd.service"));
     let script = r#"
         set -eu
         bin=$1 unit=$2
-        if ! mount -t overlay early-boot-verify -o "lowerdir=$bin:/usr/sbin" /usr/sbin 2>/dev/null; then
-            # No overlayfs: a tmpfs copy of /usr/sbin plus the daemon.
-            mkdir -p "$bin.usr-sbin"
-            cp -a /usr/sbin/. "$bin.usr-sbin/"
-            cp "$bin/dm-ulogd" "$bin.usr-sbin/"
-            mount --bind "$bin.usr-sbin" /usr/sbin
-        fi
+        mount -t overlay early-boot-verify -o "lowerdir=$bin:/usr/sbin" /usr/sbin
         test -x /usr/sbin/dm-ulogd
         systemd-analyze verify "$unit"
     "#;
@@ -583,7 +610,9 @@ fn unit_files_verify() {
     );
 
     // The properties the early-boot design rests on.
-    let initrd = read(&repo("initramfs/dracut/90dm-ulogd/dm-ulogd-initrd.service"));
+    let initrd = read(&installed(
+        "usr/lib/dracut/modules.d/90dm-ulogd/dm-ulogd-initrd.service",
+    ));
     let host = read(&unit);
     for (text, name, wanted) in [
         (

@@ -9,8 +9,9 @@
 # a mirror table with a `userspace` log; the daemon then keeps serving after
 # the switch to the real root (see dm-ulogd-initrd.service).
 #
-# Install: copy this directory to /usr/lib/dracut/modules.d/90dm-ulogd/ and
-# rebuild the image (dracut -f). It is included by default once installed.
+# Installed by `make install` or the Debian package as
+# /usr/lib/dracut/modules.d/90dm-ulogd/; rebuild the image with dracut -f.
+# It is included by default once installed.
 #
 # Environment: DM_ULOGD, the binary to copy (default /usr/sbin/dm-ulogd).
 
