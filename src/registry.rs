@@ -12,7 +12,7 @@ pub struct Entry {
     pub luid: u64,
     /// A digest of the constructor string.
     pub ctr_hash: u64,
-    /// When the kernel last asked about this log.
+    /// When the kernel last asked about this log before its first RESUME.
     pub last_request: Instant,
     /// RESUME came at least once: the log's table went live.
     pub resumed: bool,

@@ -301,10 +301,12 @@ impl Server {
             self.registry.get_mut(index).log.set_legs(legs);
         }
         let entry = self.registry.get_mut(index);
-        if kind == RequestType::Resume {
-            entry.resumed = true;
+        if !entry.resumed {
+            // Only a log never resumed can be a failed load's leftover, so
+            // only its idle time matters (no clock read for the others).
+            entry.last_request = Instant::now();
+            entry.resumed = kind == RequestType::Resume;
         }
-        entry.last_request = Instant::now();
         let log = &mut entry.log;
         let expect_empty = |data: &[u8]| {
             if data.is_empty() {
