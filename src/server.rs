@@ -401,7 +401,9 @@ impl Server {
                 && let Some(dropped) = dropped
             {
                 log::warn!(
-                    "log {}: {PARKED_PER_LOG} requests wait for its log device; the oldest                      waiting {} is dropped unanswered (the kernel resent it after 15 s                      already); {} dropped so far",
+                    "log {}: {PARKED_PER_LOG} requests wait for its log device; the oldest \
+                     waiting {} is dropped unanswered (the kernel resent it after 15 s \
+                     already); {} dropped so far",
                     Uuid(req.uuid),
                     dropped.kind.name(),
                     self.evicted
@@ -563,7 +565,10 @@ impl Server {
                     .disk()
                     .map_or((0, 0), |d| (d.device().major(), d.device().minor()));
                 log::warn!(
-                    "log {}: {} on log device {major}:{minor} has not completed after {:.1} s                      ({count} I/O in flight, {} requests waiting); its mirror waits for it,                      other logs are served; check the device (dmsetup info, multipath -ll,                      dmesg); {} stalls so far",
+                    "log {}: {} on log device {major}:{minor} has not completed after {:.1} s \
+                     ({count} I/O in flight, {} requests waiting); its mirror waits for it, \
+                     other logs are served; check the device (dmsetup info, multipath -ll, \
+                     dmesg); {} stalls so far",
                     Uuid(&entry.uuid),
                     step_name(step),
                     age.as_secs_f64(),
