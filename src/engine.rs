@@ -21,6 +21,13 @@ use crate::log::disk::{self, Step, StepError};
 use crate::mirrors::{LegSet, MAX_LEGS, MirrorError, Mirrors};
 use crate::sys::aio::{AioContext, AioOp, STAGING_LEN, SlotBuffers};
 
+/// The most requests the AIO context holds: a share of the default
+/// system-wide fs.aio-max-nr (65536). One step per log is in flight, a leg
+/// flush being the widest (one request per leg), so this covers hundreds of
+/// logs flushing their legs at once; a step the full context refuses runs
+/// synchronously (said once in the log).
+const AIO_EVENTS_MAX: usize = 4096;
+
 /// A step that completed: the slot and how it ended.
 pub type Completion = (usize, Result<(), StepError>);
 
@@ -75,7 +82,7 @@ impl Engine {
     /// Linux AIO for up to `slots` disk logs; synchronous I/O, said once
     /// in the log, when the kernel refuses an AIO context.
     pub fn asynchronous(slots: usize) -> Self {
-        let events = (slots * MAX_LEGS).clamp(MAX_LEGS, u32::MAX as usize) as u32;
+        let events = (slots * MAX_LEGS).clamp(MAX_LEGS, AIO_EVENTS_MAX) as u32;
         match AioContext::new(events) {
             Ok(ctx) => Self::with(Backend::Aio(Box::new(ctx)), slots),
             Err(e) => {
