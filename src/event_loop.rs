@@ -1,9 +1,12 @@
-//! One thread, one mio Poll over the connector socket and a signalfd.
-//! Requests are handled to the end in arrival order.
+//! One thread, one mio Poll over the connector socket, a signalfd and the
+//! AIO completion eventfd. Requests are handled in arrival order; one that
+//! waits for its log device is answered when the device completes, while
+//! every other request (of that log from memory, of other logs entirely)
+//! is answered at once.
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -28,8 +31,13 @@ const NEXT_REQUEST_WAIT: Duration = Duration::from_millis(20);
 /// so that signals are seen under endless load too.
 const BATCHES_BETWEEN_POLLS: u32 = 256;
 
+/// How often the loop wakes while log device I/O is in flight, to report
+/// steps that take too long (see `Server::check_stalls`).
+const STALL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 const NETLINK: Token = Token(0);
 const SIGNALS: Token = Token(1);
+const LOG_IO: Token = Token(2);
 
 /// One byte more than the kernel ever sends: a datagram that fills the
 /// buffer is oversized (MSG_TRUNC reports its real length anyway).
@@ -49,6 +57,10 @@ pub fn run(server: &mut Server, socket: &ConnectorSocket, signals: &SignalFd) ->
         SIGNALS,
         Interest::READABLE,
     )?;
+    if let Some(fd) = server.engine().ready_fd() {
+        poll.registry()
+            .register(&mut SourceFd(&fd), LOG_IO, Interest::READABLE)?;
+    }
     let mut events = Events::with_capacity(4);
     let mut rx = Box::new(Datagrams::<RECV_BUF_LEN>::new());
     let mut tx = Box::new(Datagrams::<REPLY_BUF_LEN>::new());
@@ -56,14 +68,21 @@ pub fn run(server: &mut Server, socket: &ConnectorSocket, signals: &SignalFd) ->
     // readiness on edges only, so the loop takes them up itself after a
     // poll that only looks at the signals.
     let mut backlog = false;
+    let mut last_request = Instant::now();
     loop {
+        let idle_left = server
+            .has_deferred_writes()
+            .then(|| IDLE_WRITE_BACK.saturating_sub(last_request.elapsed()));
+        let stall_check = server.io_in_flight().then_some(STALL_CHECK_INTERVAL);
         let timeout = if backlog {
             Some(Duration::ZERO)
         } else {
-            server.has_deferred_writes().then_some(IDLE_WRITE_BACK)
+            match (idle_left, stall_check) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
         };
         match poll.poll(&mut events, timeout) {
-            Ok(()) if events.is_empty() && !backlog => server.write_back_all(),
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -76,8 +95,54 @@ pub fn run(server: &mut Server, socket: &ConnectorSocket, signals: &SignalFd) ->
                 _ => {}
             }
         }
-        backlog = readable && drain_socket(server, socket, &mut rx, &mut tx)? == Drained::Paused;
+        // Completions are taken on every wake: cheap, and the eventfd is
+        // edge-triggered.
+        send_completions(server, socket, &mut tx);
+        if server.io_in_flight() {
+            server.check_stalls();
+        }
+        if readable {
+            last_request = Instant::now();
+            backlog = drain_socket(server, socket, &mut rx, &mut tx)? == Drained::Paused;
+        } else if server.has_deferred_writes() && last_request.elapsed() >= IDLE_WRITE_BACK {
+            tx.clear();
+            server.write_back_all(&mut |reply| push_reply(socket, &mut tx, reply));
+            flush_replies(socket, &mut tx);
+            last_request = Instant::now();
+        }
     }
+}
+
+/// Answers the requests whose log device work completed.
+fn send_completions(
+    server: &mut Server,
+    socket: &ConnectorSocket,
+    tx: &mut Datagrams<REPLY_BUF_LEN>,
+) {
+    tx.clear();
+    server.complete(&mut |reply| push_reply(socket, tx, reply));
+    flush_replies(socket, tx);
+}
+
+/// Adds a reply to the batch, sending the batch first when it is full.
+fn push_reply(socket: &ConnectorSocket, tx: &mut Datagrams<REPLY_BUF_LEN>, reply: &[u8]) {
+    if tx.is_full() {
+        flush_replies(socket, tx);
+    }
+    if let Some(buf) = tx.next_buf() {
+        let n = reply.len().min(REPLY_BUF_LEN);
+        buf[..n].copy_from_slice(&reply[..n]);
+        tx.push(n);
+    }
+}
+
+fn flush_replies(socket: &ConnectorSocket, tx: &mut Datagrams<REPLY_BUF_LEN>) {
+    if !tx.is_empty() {
+        socket.send_batch(tx, |e| {
+            log::warn!("sending a reply to the kernel failed: {}", e.desc());
+        });
+    }
+    tx.clear();
 }
 
 /// How `drain_socket` left the socket.
@@ -106,8 +171,9 @@ fn drain_socket(
             return Ok(Drained::Paused);
         }
         // The first receive follows the poll's readiness, so it need not
-        // wait.
-        let wait = batches > 0;
+        // wait; nor does any while log device I/O is in flight, whose
+        // completion the poll sees.
+        let wait = batches > 0 && !server.io_in_flight();
         batches += 1;
         match socket.recv_batch(rx, wait) {
             Ok(()) => {}
@@ -141,9 +207,10 @@ fn drain_socket(
                 tx.push(n);
             }
         }
-        socket.send_batch(tx, |e| {
-            log::warn!("sending a reply to the kernel failed: {}", e.desc());
-        });
+        // Replies of parked requests whose work is done (the synchronous
+        // engine finishes it here; AIO completions that came meanwhile).
+        server.complete(&mut |reply| push_reply(socket, tx, reply));
+        flush_replies(socket, tx);
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod bitmap;
 pub mod cli;
+pub mod engine;
 pub mod event_loop;
 pub mod log;
 pub mod mirrors;

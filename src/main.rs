@@ -4,6 +4,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use dm_ulogd::cli::{self, Command, Options};
+use dm_ulogd::engine::Engine;
 use dm_ulogd::event_loop;
 use dm_ulogd::mirrors::DmMirrors;
 use dm_ulogd::rescue;
@@ -105,7 +106,8 @@ fn serve(opts: &Options, ready: &mut Option<Ready>) -> Result<(), Fatal> {
         .try_clone()
         .map_err(|e| Fatal::new(ExitCode::Runtime, format!("dup of --node-dir: {e}")))?;
     let mirrors = Box::new(DmMirrors::new(mirror_nodes));
-    let mut server = Server::new(limits, state_dir, node_dir, mirrors);
+    let engine = Engine::asynchronous(Server::io_slots(limits));
+    let mut server = Server::new(limits, state_dir, node_dir, mirrors).with_engine(engine);
     if opts.mlock {
         startup::harden();
     }

@@ -98,6 +98,8 @@ pub trait Mirrors {
     fn references(&mut self, uuid: &[u8]) -> Result<usize, MirrorError>;
     /// Flushes the volatile write cache of every leg.
     fn flush(&mut self, legs: &LegSet) -> Result<(), MirrorError>;
+    /// Opens a leg for its cache flush (fsync), through a private node.
+    fn open_leg(&mut self, leg: (u64, u64)) -> Result<OwnedFd, MirrorError>;
 }
 
 /// A mirror table text that names the log but whose legs cannot be read.
@@ -265,17 +267,24 @@ impl Mirrors for DmMirrors {
 
     fn flush(&mut self, legs: &LegSet) -> Result<(), MirrorError> {
         for &leg in legs {
-            let flushed = device::open_node(
-                self.node_dir.as_fd(),
-                SFlag::S_IFBLK,
-                leg,
-                OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
-            )
-            .map_err(|e| e.errno)
-            .and_then(|(fd, _)| nix::unistd::fsync(fd.as_fd()));
-            flushed.map_err(|errno| MirrorError::Flush { leg, errno })?;
+            let fd = self.open_leg(leg)?;
+            nix::unistd::fsync(fd.as_fd()).map_err(|errno| MirrorError::Flush { leg, errno })?;
         }
         Ok(())
+    }
+
+    fn open_leg(&mut self, leg: (u64, u64)) -> Result<OwnedFd, MirrorError> {
+        device::open_node(
+            self.node_dir.as_fd(),
+            SFlag::S_IFBLK,
+            leg,
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
+        )
+        .map(|(fd, _)| fd)
+        .map_err(|e| MirrorError::Flush {
+            leg,
+            errno: e.errno,
+        })
     }
 }
 
@@ -332,6 +341,13 @@ impl Mirrors for FakeMirrors {
             }),
             _ => Ok(()),
         }
+    }
+    fn open_leg(&mut self, leg: (u64, u64)) -> Result<OwnedFd, MirrorError> {
+        // Tests have no legs to open; the synchronous engine uses `flush`.
+        Err(MirrorError::Flush {
+            leg,
+            errno: Errno::ENODEV,
+        })
     }
 }
 

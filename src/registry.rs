@@ -4,8 +4,44 @@
 use std::cell::Cell;
 use std::time::Instant;
 
-use crate::log::DirtyLog;
-use crate::wire::ulog::MAX_UUID_LEN;
+use crate::log::{DirtyLog, Work};
+use crate::wire::ulog::{self, MAX_UUID_LEN, RequestType};
+
+/// Requests with device work that one log keeps waiting, in arrival order.
+/// The kernel has few outstanding per log (kmirrord's FLUSH, a suspend,
+/// resume or DTR from dmsetup, the delayed integrated flush), plus one
+/// resend per 15 s (DM_ULOG_RETRY_TIMEOUT) of each while the device hangs.
+pub const PARKED_PER_LOG: usize = 8;
+
+/// A request waiting for its log's device work; its reply is built from
+/// the header kept here.
+#[derive(Clone)]
+pub struct Parked {
+    pub kind: RequestType,
+    pub header: [u8; ulog::HEADER_LEN],
+    pub cn_seq: u32,
+}
+
+impl Parked {
+    /// The device work the request asks for.
+    pub fn work(&self) -> Work {
+        match self.kind {
+            RequestType::Resume => Work::Resume,
+            RequestType::Postsuspend => Work::Postsuspend,
+            RequestType::Flush => Work::Flush,
+            _ => Work::WriteBack,
+        }
+    }
+}
+
+/// Whom the device work in flight answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// The first parked request.
+    Head,
+    /// Nobody: the idle write-back.
+    Idle,
+}
 
 pub struct Entry {
     pub uuid: heapless::Vec<u8, MAX_UUID_LEN>,
@@ -17,6 +53,23 @@ pub struct Entry {
     /// RESUME came at least once: the log's table went live.
     pub resumed: bool,
     pub log: DirtyLog,
+    /// A disk log's I/O slot (staging buffer) in the engine.
+    pub slot: Option<usize>,
+    /// Requests waiting for device work, oldest first.
+    pub parked: heapless::Deque<Parked, PARKED_PER_LOG>,
+    /// Device work begun and not finished.
+    pub working: Option<Owner>,
+    /// Steps that stayed in flight past the stall threshold.
+    pub stalls: u64,
+    /// The step in flight was counted as stalled.
+    pub stall_noted: bool,
+}
+
+impl Entry {
+    /// True while device work is begun or waits.
+    pub fn busy(&self) -> bool {
+        self.working.is_some() || !self.parked.is_empty()
+    }
 }
 
 /// Why a new log does not fit.
@@ -124,6 +177,11 @@ impl Registry {
         let e = self.entries.swap_remove(index);
         self.used -= e.log.heap_bytes();
         e
+    }
+
+    /// The log that holds engine slot `slot`.
+    pub fn find_slot(&self, slot: usize) -> Option<usize> {
+        self.entries.iter().position(|e| e.slot == Some(slot))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Entry> {

@@ -1,6 +1,14 @@
 //! Request -> log operation -> reply. Pure apart from log device I/O: no
 //! sockets, no allocation on the request path (only a CTR allocates, within
 //! the memory budget).
+//!
+//! A request that needs its log's device work (FLUSH with marks pending,
+//! RESUME that reads the device, POSTSUSPEND and DTR that write it) is
+//! parked in its log's FIFO and answered by `complete` when the work is
+//! done; every other request is answered at once from memory, whatever the
+//! devices do. The engine runs one step per log at a time, so per log the
+//! work is done in arrival order and a later FLUSH never completes before
+//! an earlier one.
 
 use core::fmt;
 use std::os::fd::{AsFd, OwnedFd};
@@ -10,13 +18,14 @@ use nix::errno::Errno;
 use nix::sys::stat;
 
 use crate::bitmap::Bitmap;
+use crate::engine::Engine;
 use crate::log::device::LogDevice;
-use crate::log::disk::{DeviceIo, DiskStore};
+use crate::log::disk::{DeviceIo, DiskStore, Step};
 use crate::log::params::{self, LogArgs};
 use crate::log::state::{FNV_BASES, Identity, Saved, StateDir, fnv1a};
-use crate::log::{DirtyLog, Origin};
+use crate::log::{DirtyLog, Next, Origin, Work};
 use crate::mirrors::{LegSet, Mirrors};
-use crate::registry::{Entry, NoRoom, Registry};
+use crate::registry::{Entry, NoRoom, Owner, PARKED_PER_LOG, Parked, Registry};
 use crate::wire::frame::{
     self, REPLY_BUF_LEN, REPLY_DATA_OFFSET, REQUEST_OFFSET, Rejection, Request,
 };
@@ -40,9 +49,30 @@ pub struct Counters {
     pub acked_malformed: u64,
 }
 
+/// What `dispatch` did with a request.
+enum Answer {
+    /// Reply now with this many data bytes.
+    Now(usize),
+    /// Parked until its log's device work is done (see `complete`).
+    Parked,
+}
+
+/// A log device step in flight this long is reported (1st, 2nd, 4th, ...
+/// time it happens for that log).
+pub const STALL_AFTER: Duration = Duration::from_secs(5);
+
 pub struct Server {
     registry: Registry,
+    /// Synchronous I/O for the rare paths without a live log (saved bits
+    /// written at a POSTSUSPEND before the reconnect), and the mirrors.
     io: DeviceIo,
+    engine: Engine,
+    /// Where a parked request's reply is built.
+    reply: Box<[u8; REPLY_BUF_LEN]>,
+    /// Parked requests dropped because their log's FIFO was full.
+    evicted: u64,
+    /// A request was parked at an idle log: `complete` starts its work.
+    starts_pending: bool,
     /// State files.
     state: StateDir,
     /// Where major:minor log devices get their short-lived device nodes: a
@@ -109,6 +139,8 @@ fn put_u64(out: &mut [u8], at: usize, v: u64) {
 impl Server {
     /// `state_dir` and `node_dir` are the open --state-dir and --node-dir;
     /// `mirrors` finds and flushes the legs of the mirrors disk logs serve.
+    ///
+    /// Log devices are driven synchronously; `with_engine` changes that.
     pub fn new(
         limits: Limits,
         state_dir: OwnedFd,
@@ -118,10 +150,30 @@ impl Server {
         Server {
             registry: Registry::new(limits.max_logs, limits.memory_budget),
             io: DeviceIo::new(mirrors),
+            engine: Engine::synchronous(Self::io_slots(limits)),
+            reply: Box::new([0; REPLY_BUF_LEN]),
+            evicted: 0,
+            starts_pending: false,
             state: StateDir::new(state_dir),
             node_dir,
             counters: Counters::default(),
         }
+    }
+
+    /// I/O slots an engine for these limits needs: one per log the
+    /// registry can hold (reconnects included).
+    pub fn io_slots(limits: Limits) -> usize {
+        limits.max_logs.saturating_mul(2)
+    }
+
+    /// Replaces the engine; call before any log exists.
+    pub fn with_engine(mut self, engine: Engine) -> Self {
+        self.engine = engine;
+        self
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     pub fn registry(&self) -> &Registry {
@@ -141,7 +193,8 @@ impl Server {
         self.counters.requests += 1;
         let result = self.dispatch(&req, &mut out[REPLY_DATA_OFFSET..]);
         let (error, len) = match result {
-            Ok(len) => (0, len),
+            Ok(Answer::Parked) => return None,
+            Ok(Answer::Now(len)) => (0, len),
             Err(Errno::ESRCH) => {
                 self.counters.error_replies += 1;
                 // The kernel sets its reply-buffer size to the data_size of
@@ -201,7 +254,7 @@ impl Server {
         }
     }
 
-    fn dispatch(&mut self, req: &Request<'_>, out: &mut [u8]) -> Result<usize, Errno> {
+    fn dispatch(&mut self, req: &Request<'_>, out: &mut [u8]) -> Result<Answer, Errno> {
         let Some(kind) = RequestType::from_field(req.request_type_field) else {
             log::warn!(
                 "log {}: unknown request type {}: answered -EINVAL",
@@ -211,7 +264,7 @@ impl Server {
             return Err(Errno::EINVAL);
         };
         if kind == RequestType::Ctr {
-            return self.construct(req, out);
+            return self.construct(req, out).map(Answer::Now);
         }
         let Some(index) = self.registry.find(req.uuid, req.luid) else {
             if kind == RequestType::Postsuspend {
@@ -224,7 +277,7 @@ impl Server {
                 // Already gone (a resent DTR), or never reconnected after a
                 // restart: only a saved state file may be left to delete.
                 self.state.remove(req.uuid, req.luid);
-                return Ok(0);
+                return Ok(Answer::Now(0));
             }
             if matches!(
                 kind,
@@ -240,7 +293,7 @@ impl Server {
                     Uuid(req.uuid),
                     req.luid
                 );
-                return Ok(0);
+                return Ok(Answer::Now(0));
             }
             log::warn!(
                 "{} for unknown log {}/{}: answered -ESRCH so the kernel reconnects it",
@@ -251,17 +304,13 @@ impl Server {
             return Err(Errno::ESRCH);
         };
         if kind == RequestType::Dtr {
-            let mut entry = self.registry.remove(index);
-            if let Err(e) = entry.log.write_back(&mut self.io) {
-                log::warn!(
-                    "log {}: deferred clears not written at DTR: {}",
-                    Uuid(&entry.uuid),
-                    e.desc()
-                );
+            let entry = self.registry.get(index);
+            if entry.busy() || entry.log.needs_io(Work::WriteBack) {
+                // Destroyed once its deferred clears are written.
+                return Ok(self.park(index, kind, req));
             }
-            self.state.remove(&entry.uuid, entry.luid);
-            log::info!("log {} destroyed", Uuid(&entry.uuid));
-            return Ok(0);
+            self.destroy(index, Ok(()));
+            return Ok(Answer::Now(0));
         }
         let result = self.operate(kind, index, req, out);
         if let Err(e) = result
@@ -279,8 +328,298 @@ impl Server {
         result
     }
 
+    /// Removes a log after its DTR; `written` says how its deferred clears
+    /// went.
+    fn destroy(&mut self, index: usize, written: Result<(), Errno>) {
+        let entry = self.remove_entry(index);
+        if let Err(e) = written {
+            log::warn!(
+                "log {}: deferred clears not written at DTR: {}",
+                Uuid(&entry.uuid),
+                e.desc()
+            );
+        }
+        self.state.remove(&entry.uuid, entry.luid);
+        log::info!("log {} destroyed", Uuid(&entry.uuid));
+    }
+
+    /// Takes a log out of the registry and gives its I/O slot back.
+    fn remove_entry(&mut self, index: usize) -> Entry {
+        let entry = self.registry.remove(index);
+        if let Some(slot) = entry.slot {
+            self.engine.release_slot(slot);
+        }
+        entry
+    }
+
+    /// Answers at once a request whose work needs no device I/O and finds
+    /// its log idle; parks any other.
+    fn device_work(
+        &mut self,
+        index: usize,
+        kind: RequestType,
+        work: Work,
+        req: &Request<'_>,
+    ) -> Result<Answer, Errno> {
+        let entry = self.registry.get_mut(index);
+        if !entry.busy() && !entry.log.needs_io(work) {
+            // No step will be taken: nothing waits on a device.
+            entry.log.run(work, &mut self.io)?;
+            return Ok(Answer::Now(0));
+        }
+        Ok(self.park(index, kind, req))
+    }
+
+    /// Queues a request behind its log's device work and starts the work
+    /// if the log was idle. With the FIFO full, the oldest request not yet
+    /// started is dropped unanswered: the kernel resends any request after
+    /// 15 s (DM_ULOG_RETRY_TIMEOUT), so a request that old was resent
+    /// already and nobody waits for its reply. Answering -EAGAIN instead
+    /// would make dm_consult_userspace resend at once, in a busy loop for
+    /// as long as the device hangs.
+    fn park(&mut self, index: usize, kind: RequestType, req: &Request<'_>) -> Answer {
+        let mut header = [0u8; crate::wire::ulog::HEADER_LEN];
+        header.copy_from_slice(&req.header[..crate::wire::ulog::HEADER_LEN]);
+        let parked = Parked {
+            kind,
+            header,
+            cn_seq: req.cn_seq,
+        };
+        let entry = self.registry.get_mut(index);
+        if entry.parked.is_full() {
+            let started = if entry.working == Some(Owner::Head) {
+                entry.parked.pop_front()
+            } else {
+                None
+            };
+            let dropped = entry.parked.pop_front();
+            if let Some(head) = started {
+                let _ = entry.parked.push_front(head);
+            }
+            self.evicted += 1;
+            if worth_logging(self.evicted)
+                && let Some(dropped) = dropped
+            {
+                log::warn!(
+                    "log {}: {PARKED_PER_LOG} requests wait for its log device; the oldest \
+                     waiting {} is dropped unanswered (the kernel resent it after 15 s \
+                     already); {} dropped so far",
+                    Uuid(req.uuid),
+                    dropped.kind.name(),
+                    self.evicted
+                );
+            }
+        }
+        let entry = self.registry.get_mut(index);
+        let _ = entry.parked.push_back(parked);
+        // Started by the next `complete`, which has somewhere to send a
+        // reply that needs no step.
+        self.starts_pending = true;
+        Answer::Parked
+    }
+
+    /// Moves a log's device work on: starts the first parked request's
+    /// work when the log is idle, submits the next step, and answers the
+    /// request whose work finished (through `emit`). Stops when a step is
+    /// in flight or nothing is left.
+    fn advance(&mut self, index: usize, emit: &mut dyn FnMut(&[u8])) {
+        loop {
+            let entry = self.registry.get_mut(index);
+            let Some(slot) = entry.slot else {
+                return;
+            };
+            if self.engine.in_flight(slot).is_some() {
+                return;
+            }
+            if entry.working.is_none() {
+                let Some(head) = entry.parked.front() else {
+                    return;
+                };
+                entry.log.begin(head.work());
+                entry.working = Some(Owner::Head);
+            }
+            let Some(buf) = self.engine.buf(slot) else {
+                return;
+            };
+            match entry.log.next_step(buf) {
+                Next::Step(step) => {
+                    if let Some(d) = entry.log.disk() {
+                        self.engine
+                            .submit(slot, step, d.device(), d.legs(), &mut *self.io.mirrors);
+                    }
+                    return;
+                }
+                Next::Waiting => return,
+                Next::Finished(result) => {
+                    let owner = entry.working.take();
+                    if owner == Some(Owner::Idle) {
+                        if let Err(e) = result {
+                            log::warn!(
+                                "log {}: deferred write failed: {}",
+                                Uuid(&entry.uuid),
+                                e.desc()
+                            );
+                        }
+                        continue;
+                    }
+                    let Some(parked) = entry.parked.pop_front() else {
+                        continue;
+                    };
+                    if let Err(e) = result
+                        && (e != Errno::EIO || worth_logging(self.counters.error_replies + 1))
+                    {
+                        log::warn!(
+                            "log {}: {} failed: {}",
+                            Uuid(&entry.uuid),
+                            parked.kind.name(),
+                            e.desc()
+                        );
+                    }
+                    if result.is_err() {
+                        self.counters.error_replies += 1;
+                    }
+                    let error = result.err().map_or(0, |e| -(e as i32));
+                    let n = frame::emit_reply(
+                        &mut self.reply[..],
+                        &parked.header,
+                        parked.cn_seq,
+                        error,
+                        0,
+                    );
+                    if parked.kind == RequestType::Dtr {
+                        // Requests after a DTR (none in practice) die with it.
+                        self.destroy(index, result);
+                        emit(&self.reply[..n]);
+                        return;
+                    }
+                    emit(&self.reply[..n]);
+                }
+            }
+        }
+    }
+
+    /// Takes the completed log device steps and answers the requests whose
+    /// work they finished, through `emit`.
+    pub fn complete(&mut self, emit: &mut dyn FnMut(&[u8])) {
+        if std::mem::take(&mut self.starts_pending) {
+            let mut index = 0;
+            while index < self.registry.len() {
+                let len = self.registry.len();
+                let entry = self.registry.get(index);
+                if entry.working.is_none() && !entry.parked.is_empty() {
+                    self.advance(index, emit);
+                }
+                // A DTR that finished removed its log: this index now holds
+                // another one.
+                if self.registry.len() == len {
+                    index += 1;
+                }
+            }
+        }
+        self.engine.poll();
+        while let Some((slot, result)) = self.engine.next_completion() {
+            let Some(index) = self.registry.find_slot(slot) else {
+                continue;
+            };
+            let entry = self.registry.get_mut(index);
+            if std::mem::take(&mut entry.stall_noted) && worth_logging(entry.stalls) {
+                log::warn!(
+                    "log {}: its log device answered again ({})",
+                    Uuid(&entry.uuid),
+                    if result.is_ok() { "done" } else { "failed" }
+                );
+            }
+            let Some(buf) = self.engine.buf(slot) else {
+                continue;
+            };
+            entry.log.step_done(buf, result);
+            self.advance(index, emit);
+        }
+    }
+
+    /// True when a log device step is in flight.
+    pub fn io_in_flight(&self) -> bool {
+        self.engine.any_in_flight()
+    }
+
+    /// Reports steps in flight for longer than STALL_AFTER, the 1st, 2nd,
+    /// 4th, ... time per log.
+    pub fn check_stalls(&mut self) {
+        for index in 0..self.registry.len() {
+            let entry = self.registry.get_mut(index);
+            let Some(slot) = entry.slot else {
+                continue;
+            };
+            let Some((step, count, started)) = self.engine.in_flight(slot) else {
+                continue;
+            };
+            let age = started.elapsed();
+            if age < STALL_AFTER || entry.stall_noted {
+                continue;
+            }
+            entry.stall_noted = true;
+            entry.stalls += 1;
+            if worth_logging(entry.stalls) {
+                let (major, minor) = entry
+                    .log
+                    .disk()
+                    .map_or((0, 0), |d| (d.device().major(), d.device().minor()));
+                log::warn!(
+                    "log {}: {} on log device {major}:{minor} has not completed after {:.1} s \
+                     ({count} I/O in flight, {} requests waiting); its mirror waits for it, \
+                     other logs are served; check the device (dmsetup info, multipath -ll, \
+                     dmesg); {} stalls so far",
+                    Uuid(&entry.uuid),
+                    step_name(step),
+                    age.as_secs_f64(),
+                    entry.parked.len(),
+                    entry.stalls
+                );
+            }
+        }
+    }
+
     /// Every request but CTR and DTR, on a live log.
     fn operate(
+        &mut self,
+        kind: RequestType,
+        index: usize,
+        req: &Request<'_>,
+        out: &mut [u8],
+    ) -> Result<Answer, Errno> {
+        match kind {
+            RequestType::Postsuspend | RequestType::Resume => {
+                if !req.data.is_empty() {
+                    return Err(Errno::EINVAL);
+                }
+            }
+            RequestType::Flush => {
+                let log = &self.registry.get(index).log;
+                for r in regions(req.data)? {
+                    if !log.has_region(r) {
+                        return Err(Errno::EINVAL);
+                    }
+                }
+            }
+            _ => return self.operate_now(kind, index, req, out).map(Answer::Now),
+        }
+        if kind == RequestType::Postsuspend {
+            self.registry.get_mut(index).last_request = Instant::now();
+            return self.device_work(index, kind, Work::Postsuspend, req);
+        }
+        // FLUSH and RESUME: legs looked up, an integrated FLUSH's marks
+        // taken, below.
+        self.operate_now(kind, index, req, out)?;
+        let work = if kind == RequestType::Flush {
+            Work::Flush
+        } else {
+            Work::Resume
+        };
+        self.device_work(index, kind, work, req)
+    }
+
+    /// The part of a request answered from memory.
+    fn operate_now(
         &mut self,
         kind: RequestType,
         index: usize,
@@ -329,16 +668,11 @@ impl Server {
                 expect_empty(data)?;
                 Ok(0)
             }
-            RequestType::Postsuspend => {
+            // Device work: see `operate`. POSTSUSPEND writes out deferred
+            // clears so the device is current while the mirror is
+            // suspended; RESUME reads the device.
+            RequestType::Postsuspend | RequestType::Resume => {
                 expect_empty(data)?;
-                // Write out deferred clears so the device is current while
-                // the mirror is suspended.
-                log.postsuspend(&mut self.io)?;
-                Ok(0)
-            }
-            RequestType::Resume => {
-                expect_empty(data)?;
-                log.resume(&mut self.io)?;
                 Ok(0)
             }
             RequestType::GetRegionSize => {
@@ -366,9 +700,6 @@ impl Server {
                     regions(data)?.for_each(|r| log.clear(r));
                 } else {
                     regions(data)?.for_each(|r| log.mark(r));
-                }
-                if kind == RequestType::Flush {
-                    log.flush(&mut self.io)?;
                 }
                 Ok(0)
             }
@@ -445,12 +776,19 @@ impl Server {
             // kernel without a DTR: userspace_ctr does that when the table
             // load fails after the CTR (dm_get_device refused the device).
             // That log is gone; never answer from it, never write its device.
+            if entry.busy() {
+                // Its device work must end before its buffer is reused;
+                // the kernel resends at once, and the work is short (this
+                // log never went live).
+                log::info!("log {uuid}: a failed load's log still has device work; CTR deferred");
+                return Err(Errno::EAGAIN);
+            }
             log::warn!(
                 "log {uuid}: a new table reuses the id of a log whose table load failed after \
                  its CTR; the old log ({}) is dropped without touching its device",
                 entry.log.log_type().name()
             );
-            self.registry.remove(index);
+            self.remove_entry(index);
             self.state.remove(req.uuid, req.luid);
         }
         let args = params::parse(text).map_err(|e| {
@@ -474,7 +812,10 @@ impl Server {
         // (a lower --max-logs now) would make the kernel retry forever.
         let saved = if reconnect { self.saved(&id) } else { None };
         if saved.is_none() {
-            self.check_room(&uuid, DirtyLog::heap_bytes_for(args.region_count))?;
+            self.check_room(
+                &uuid,
+                DirtyLog::heap_bytes_for(args.region_count, args.device.is_some()),
+            )?;
         }
         let store = match args.device {
             Some(spec) => Some(self.open_store(&uuid, spec, &args, saved.as_ref())?),
@@ -487,6 +828,13 @@ impl Server {
                 self.fresh_bits(&id, reconnect, device)?
             }
         };
+        let slot = match store {
+            Some(_) => Some(self.engine.open_slot().ok_or_else(|| {
+                log::error!("log {uuid}: refused with -ENOMEM: every log device I/O slot is taken");
+                Errno::ENOMEM
+            })?),
+            None => None,
+        };
         let log = DirtyLog::new(&args, clean, sync, store, origin);
         let mut entry = Entry {
             uuid: heapless::Vec::new(),
@@ -495,6 +843,11 @@ impl Server {
             last_request: Instant::now(),
             resumed: false,
             log,
+            slot,
+            parked: heapless::Deque::new(),
+            working: None,
+            stalls: 0,
+            stall_noted: false,
         };
         // Fits: the wire view checked the uuid's length.
         let _ = entry.uuid.extend_from_slice(req.uuid);
@@ -519,6 +872,9 @@ impl Server {
             }
         );
         if let Err(no_room) = self.registry.insert(entry, origin == Origin::Restored) {
+            if let Some(slot) = slot {
+                self.engine.release_slot(slot);
+            }
             log_no_room(&uuid, no_room);
             self.state.remove(req.uuid, req.luid);
             return Err(Errno::ENOMEM);
@@ -668,7 +1024,7 @@ impl Server {
         let mut index = 0;
         while index < self.registry.len() {
             let entry = self.registry.get(index);
-            if entry.resumed || entry.last_request.elapsed() < ORPHAN_AGE {
+            if entry.resumed || entry.busy() || entry.last_request.elapsed() < ORPHAN_AGE {
                 index += 1;
                 continue;
             }
@@ -676,7 +1032,7 @@ impl Server {
             let live = self.registry.iter().filter(|e| e.uuid == uuid).count();
             match self.io.mirrors.references(&uuid) {
                 Ok(tables) if tables < live => {
-                    let old = self.registry.remove(index);
+                    let old = self.remove_entry(index);
                     self.state.remove(&old.uuid, old.luid);
                     log::warn!(
                         "log {}: dropped: its table load failed after the CTR (no table names \
@@ -799,39 +1155,44 @@ impl Server {
         self.registry.is_empty()
     }
 
-    /// True when some disk log deferred writes (see `write_back_all`).
+    /// True when some idle disk log deferred writes (see `write_back_all`).
     pub fn has_deferred_writes(&self) -> bool {
-        self.registry.iter().any(|e| e.log.has_deferred_writes())
+        self.registry
+            .iter()
+            .any(|e| !e.busy() && e.log.has_deferred_writes())
     }
 
-    /// Writes what disk logs deferred; called when no request came for a
-    /// while.
-    pub fn write_back_all(&mut self) {
+    /// Starts writing what idle disk logs deferred; called when no request
+    /// came for a while. Replies of requests parked meanwhile go to `emit`.
+    pub fn write_back_all(&mut self, emit: &mut dyn FnMut(&[u8])) {
         for index in 0..self.registry.len() {
             let entry = self.registry.get_mut(index);
-            if entry.log.has_deferred_writes()
-                && let Err(e) = entry.log.write_back(&mut self.io)
-            {
-                log::warn!(
-                    "log {}: deferred write failed: {}",
-                    Uuid(&entry.uuid),
-                    e.desc()
-                );
+            if !entry.busy() && entry.log.has_deferred_writes() {
+                entry.log.begin(Work::WriteBack);
+                entry.working = Some(Owner::Idle);
+                self.advance(index, emit);
             }
         }
+        self.complete(emit);
     }
 
     /// Logs one line per live log: the SIGUSR1 summary.
     pub fn log_summary(&self) {
         let c = self.counters;
         log::info!(
-            "{} live log(s), {} bytes of bitmaps; {} requests, {} error replies, {} dropped, {} malformed",
+            "{} live log(s), {} bytes of bitmaps; {} requests, {} error replies, {} dropped, {} malformed; \
+             log device I/O {}",
             self.registry.len(),
             self.registry.used_bytes(),
             c.requests,
             c.error_replies,
             c.dropped,
-            c.acked_malformed
+            c.acked_malformed,
+            if self.engine.is_async() {
+                "asynchronous"
+            } else {
+                "synchronous"
+            }
         );
         for e in self.registry.iter() {
             let log = &e.log;
@@ -850,8 +1211,16 @@ impl Server {
             );
             if let Some(disk) = log.disk() {
                 let io = disk.io_counts();
+                let (in_flight, oldest) = e
+                    .slot
+                    .and_then(|slot| self.engine.in_flight(slot))
+                    .map_or((0, 0.0), |(_, count, started)| {
+                        (count, started.elapsed().as_secs_f64())
+                    });
                 log::info!(
-                    "log {} luid {}: log device {}:{}: {} writes, {} cache flushes, {} leg flushes{}",
+                    "log {} luid {}: log device {}:{}: {} writes, {} cache flushes, {} leg \
+                     flushes, {in_flight} I/O in flight (oldest {oldest:.1} s), {} requests \
+                     waiting, {} stalls{}",
                     Uuid(&e.uuid),
                     e.luid,
                     disk.device().major(),
@@ -859,6 +1228,8 @@ impl Server {
                     io.writes,
                     io.flushes,
                     io.leg_flushes,
+                    e.parked.len(),
+                    e.stalls,
                     if disk.flush_failed() {
                         " (legs could not be flushed: nothing is recorded clean)"
                     } else {
@@ -867,6 +1238,16 @@ impl Server {
                 );
             }
         }
+    }
+}
+
+/// A step's name for log lines.
+fn step_name(step: Step) -> &'static str {
+    match step {
+        Step::LegFlush => "a cache flush of the mirror's legs",
+        Step::Write { .. } => "a write",
+        Step::DeviceFlush => "a cache flush",
+        Step::Read { .. } => "a read",
     }
 }
 

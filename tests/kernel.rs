@@ -273,6 +273,14 @@ fn log_device_fails() {
     run_scenario("log_device_fails", 2);
 }
 
+/// A suspended log device stalls only its own mirror: the other keeps at
+/// least 80% of its write rate, SIGUSR1 is answered, and after the resume
+/// the first completes its fio verify with legs identical (issue 10 §1).
+#[test]
+fn log_device_stall() {
+    run_scenario("log_device_stall", 2);
+}
+
 /// 64 mirrors resyncing and writing at once: nothing lost, nothing resent.
 #[test]
 fn many_mirrors_64() {

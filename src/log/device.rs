@@ -150,6 +150,12 @@ impl LogDevice {
     }
 }
 
+impl AsFd for LogDevice {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
 /// Opens device `number` (major, minor) of `kind` through a private node in
 /// `node_dir`, made, looked at, opened and unlinked at once; O_DIRECT is
 /// dropped where refused. Returns the node's stat too, to compare with

@@ -12,6 +12,7 @@ use super::device::LogDevice;
 use super::params::SyncMode;
 use crate::bitmap::{self, Bitmap};
 use crate::mirrors::{LegSet, MirrorError, Mirrors};
+use crate::sys::aio::STAGING_LEN;
 
 pub const MAGIC: u32 = 0x4D69_5272;
 pub const VERSION: u32 = 2;
@@ -21,7 +22,7 @@ pub const BITMAP_OFFSET: u64 = 1024;
 pub const HEADER_LEN: usize = 16;
 
 /// Size of the staging buffer for log device I/O. Larger transfers are split.
-pub const IO_BUF_LEN: usize = 64 * 1024;
+pub const IO_BUF_LEN: usize = STAGING_LEN;
 /// Changed blocks at most this many bytes apart are written as one transfer:
 /// rewriting a few unchanged blocks costs less than another write request
 /// (and on a small log every flush becomes a single write).
@@ -60,9 +61,9 @@ pub fn image_len(region_count: u64, block_size: u64) -> u64 {
     (BITMAP_OFFSET + bitmap_bytes).next_multiple_of(block_size)
 }
 
-/// The I/O a disk log needs besides its own device: the staging buffer and
-/// the mirror's legs, which are flushed before bits that record regions
-/// clean are written.
+/// Synchronous I/O for a disk log, for tests and the rare paths that
+/// need no event loop: a staging buffer and the mirror's legs, which are
+/// flushed before bits that record regions clean are written.
 pub struct DeviceIo {
     pub buf: IoBuf,
     pub mirrors: Box<dyn Mirrors>,
@@ -141,6 +142,8 @@ pub struct DiskStore {
     /// Failed writes and flushes since the last success.
     failures: u64,
     io: IoCounts,
+    /// The device work decided on and not finished.
+    plan: Plan,
 }
 
 impl DiskStore {
@@ -169,6 +172,7 @@ impl DiskStore {
             cache_flush_failed: false,
             failures: 0,
             io: IoCounts::default(),
+            plan: Plan::idle(),
         })
     }
 
@@ -204,6 +208,8 @@ impl DiskStore {
         self.flush_failed
     }
 
+    /// Heap bytes of the per-block dirty bits (the staging buffer is the
+    /// engine's, see `crate::engine`).
     pub fn heap_bytes(&self) -> usize {
         self.dirty_blocks.heap_bytes()
     }
@@ -245,6 +251,9 @@ impl DiskStore {
                 && (self.pending_clears.contains(&region)
                     || self.pending_clears.push(region).is_ok());
             self.untracked_clears |= !tracked;
+            // A plan in flight keeps every tracked clear dirty in what it
+            // writes; any other one needs the legs flushed again first.
+            self.plan.clears_since_leg_flush |= !tracked;
         }
         self.dirty_block_of(region);
     }
@@ -259,16 +268,11 @@ impl DiskStore {
     /// kernel rebuilds the sync bits from the clean bits, so "clean on the
     /// device" must imply "in sync" (a CLEAR can reach a region that is out
     /// of sync, for instance after a restart without saved state, or just
-    /// before its recovery is settled). With `keep_clears_dirty`, the
-    /// tracked pending clears stay dirty.
-    fn render(
-        &self,
-        clean: &Bitmap,
-        sync: &Bitmap,
-        offset: u64,
-        out: &mut [u8],
-        keep_clears_dirty: bool,
-    ) {
+    /// before its recovery is settled). The tracked pending clears stay
+    /// dirty: no leg flush covers them (a write-back plan empties the list
+    /// when it starts, after which only clears newer than its leg flush
+    /// are in it).
+    fn render(&self, clean: &Bitmap, sync: &Bitmap, offset: u64, out: &mut [u8]) {
         let len = out.len() as u64;
         let header_end = BITMAP_OFFSET.min(offset + len);
         if offset < header_end {
@@ -289,12 +293,10 @@ impl DiskStore {
                 &mut out[start..],
             );
         }
-        if keep_clears_dirty {
-            for &region in &self.pending_clears {
-                let byte = BITMAP_OFFSET + region / 8;
-                if (offset..offset + len).contains(&byte) {
-                    out[(byte - offset) as usize] &= !(1u8 << (region % 8));
-                }
+        for &region in &self.pending_clears {
+            let byte = BITMAP_OFFSET + region / 8;
+            if (offset..offset + len).contains(&byte) {
+                out[(byte - offset) as usize] &= !(1u8 << (region % 8));
             }
         }
     }
@@ -304,77 +306,289 @@ impl DiskStore {
         self.loaded && !self.dirty_blocks.none_set()
     }
 
+    /// True while a step is in flight.
+    pub fn step_in_flight(&self) -> bool {
+        self.plan.in_flight.is_some()
+    }
+
+    /// The step in flight.
+    pub fn in_flight(&self) -> Option<Step> {
+        self.plan.in_flight
+    }
+
+    /// True while a plan has device work left or in flight.
+    pub fn busy(&self) -> bool {
+        self.plan.phase != Phase::Idle
+    }
+
+    /// True when a FLUSH would have device work to do.
+    pub fn flush_needs_io(&self) -> bool {
+        self.marks_pending || !self.loaded
+    }
+
     /// FLUSH: every mark must be durable before it is answered. The tracked
     /// clears stay dirty on the device (no leg flush on the write path);
     /// untracked ones go out with the marks after a leg flush.
-    pub fn flush(
-        &mut self,
-        clean: &mut Bitmap,
-        sync: &Bitmap,
-        io: &mut DeviceIo,
-    ) -> Result<(), Errno> {
+    pub fn begin_flush(&mut self) {
         if !self.marks_pending || !self.loaded {
-            return Ok(());
+            self.plan = Plan::done();
+        } else if self.untracked_clears {
+            self.begin_write_back();
+        } else {
+            self.plan = Plan::writes(false, true);
+            self.marks_pending = false;
         }
-        if self.untracked_clears {
-            return self.write_back(clean, sync, io);
-        }
-        self.write_dirty_blocks(clean, sync, &mut io.buf, true)?;
-        self.sync()?;
-        self.marks_pending = false;
-        // The clears were written as dirty: their blocks wait for the next
-        // write-back.
-        for i in 0..self.pending_clears.len() {
-            let region = self.pending_clears[i];
-            self.dirty_block_of(region);
-        }
-        self.writes_work_again();
-        Ok(())
     }
 
     /// Writes every changed block, clears included (after flushing the
     /// legs), then flushes the device cache if marks are among them. On
     /// failure the blocks stay dirty for the next attempt.
-    pub fn write_back(
-        &mut self,
-        clean: &mut Bitmap,
-        sync: &Bitmap,
-        io: &mut DeviceIo,
-    ) -> Result<(), Errno> {
+    pub fn begin_write_back(&mut self) {
         if !self.loaded || (!self.marks_pending && self.dirty_blocks.none_set()) {
-            return Ok(());
+            self.plan = Plan::done();
+            return;
         }
-        if self.clears_pending() && !self.flush_failed {
-            self.flush_legs(clean, io);
-        }
-        self.write_dirty_blocks(clean, sync, &mut io.buf, false)?;
-        if self.marks_pending {
-            self.sync()?;
-        }
-        self.marks_pending = false;
+        let leg_flush = self.clears_pending() && !self.flush_failed;
+        self.plan = Plan::writes(leg_flush, self.marks_pending);
+        // Covered by this plan's leg flush, or never written clean (flush
+        // failed): a clear from now on is tracked afresh.
         self.pending_clears.clear();
         self.untracked_clears = false;
-        self.writes_work_again();
-        Ok(())
+        self.marks_pending = false;
     }
 
-    /// Flushes the legs before clean bits are written; when that fails or
-    /// the legs are unknown, records every region dirty from now on, as
-    /// dm-log.c `disk_flush` does after a failed flush callback.
-    fn flush_legs(&mut self, clean: &mut Bitmap, io: &mut DeviceIo) {
-        self.io.leg_flushes += 1;
-        let flushed = match &self.legs {
-            Some(legs) => io.mirrors.flush(legs),
-            None => Err(MirrorError::NotFound),
+    /// Loading restored bits: the device gets the whole image, durably. The
+    /// bits may record regions clean that the device still has dirty, so
+    /// the legs are flushed first.
+    pub fn begin_rewrite(&mut self) {
+        self.untracked_clears = true;
+        self.begin_write_image();
+    }
+
+    /// Writes the whole image, durably.
+    pub fn begin_write_image(&mut self) {
+        self.loaded = true;
+        let blocks = self.dirty_blocks.len();
+        self.dirty_blocks.set_range(0, blocks);
+        self.marks_pending = true;
+        self.begin_write_back();
+    }
+
+    /// The kernel's disk_resume, first half: reads the image into
+    /// `device_bits` (scratch space of the log's size) over several steps;
+    /// `finish_load` then merges it.
+    pub fn begin_load(&mut self, sync: SyncMode) {
+        self.plan = Plan::done();
+        self.plan.phase = Phase::Reading;
+        self.plan.sync_mode = sync;
+    }
+
+    /// The next step of the plan, rendering a write into `buf` (at least
+    /// STAGING_LEN bytes); None when the plan is over (see `take_result`),
+    /// or while a step is in flight.
+    pub fn next_step(&mut self, clean: &Bitmap, sync: &Bitmap, buf: &mut [u8]) -> Option<Step> {
+        if self.plan.in_flight.is_some() {
+            return None;
+        }
+        let step = loop {
+            match self.plan.phase {
+                Phase::Idle | Phase::Done => return None,
+                Phase::Reading => {
+                    let offset = self.plan.cursor;
+                    if offset >= self.image_len {
+                        self.plan.phase = Phase::Done;
+                        continue;
+                    }
+                    let len = (self.image_len - offset).min(STAGING_LEN as u64) as usize;
+                    break Step::Read { offset, len };
+                }
+                Phase::LegFlush => {
+                    self.plan.phase = Phase::Writes;
+                    self.plan.clears_since_leg_flush = false;
+                    self.io.leg_flushes += 1;
+                    break Step::LegFlush;
+                }
+                Phase::Writes => {
+                    if self.plan.clears_since_leg_flush && !self.flush_failed {
+                        // A clear this plan cannot keep dirty came after its
+                        // leg flush: flush the legs again before any more
+                        // bits are written.
+                        self.plan.phase = Phase::LegFlush;
+                        continue;
+                    }
+                    match self.next_span() {
+                        Some(span) => break self.render_span(clean, sync, buf, span),
+                        None => {
+                            self.plan.phase = if self.plan.device_flush {
+                                Phase::DeviceFlush
+                            } else {
+                                Phase::Done
+                            };
+                        }
+                    }
+                }
+                Phase::DeviceFlush => {
+                    self.io.flushes += 1;
+                    self.plan.phase = Phase::Done;
+                    break Step::DeviceFlush;
+                }
+            }
         };
-        let Err(e) = flushed else {
+        self.plan.in_flight = Some(step);
+        Some(step)
+    }
+
+    /// The next span of dirty blocks from the plan's cursor, spans merged
+    /// (see MERGE_GAP) up to a staging buffer.
+    fn next_span(&mut self) -> Option<(u64, u64)> {
+        let blocks = self.dirty_blocks.len();
+        let max_span = (STAGING_LEN >> self.block_shift) as u64;
+        let max_gap = MERGE_GAP >> self.block_shift;
+        let start = self.dirty_blocks.find_next_one(self.plan.cursor);
+        if start >= blocks {
+            return None;
+        }
+        let mut end = self.dirty_blocks.find_next_zero(start);
+        loop {
+            let next = self.dirty_blocks.find_next_one(end);
+            if next >= blocks || next - end > max_gap {
+                break;
+            }
+            let next_end = self.dirty_blocks.find_next_zero(next);
+            if next_end - start > max_span {
+                break;
+            }
+            end = next_end;
+        }
+        Some((start, end.min(start + max_span)))
+    }
+
+    /// Renders blocks `span.0..span.1` into `buf` and takes them off the
+    /// dirty set: a change from now on is in a later write.
+    fn render_span(
+        &mut self,
+        clean: &Bitmap,
+        sync: &Bitmap,
+        buf: &mut [u8],
+        span: (u64, u64),
+    ) -> Step {
+        let offset = span.0 << self.block_shift;
+        let len = ((span.1 - span.0) << self.block_shift) as usize;
+        self.render(clean, sync, offset, &mut buf[..len]);
+        self.dirty_blocks.clear_range(span.0, span.1);
+        self.plan.span = span;
+        self.plan.cursor = span.1;
+        self.io.writes += 1;
+        Step::Write { offset, len }
+    }
+
+    /// The outcome of the step in flight. A read's bytes are in `buf`
+    /// and go to `device_bits`. A failed leg flush records every region
+    /// dirty (into `clean`) from now on.
+    pub fn step_done(
+        &mut self,
+        clean: &mut Bitmap,
+        device_bits: &mut Bitmap,
+        buf: &[u8],
+        result: Result<(), StepError>,
+    ) {
+        let Some(step) = self.plan.in_flight.take() else {
             return;
         };
+        match (step, result) {
+            (Step::Read { offset, len }, Ok(())) => {
+                let chunk = &buf[..len];
+                if offset == 0 {
+                    // dm-log.c read_header: under sync/nosync any header is
+                    // replaced by a new one before its version is checked.
+                    if self.plan.sync_mode != SyncMode::Default {
+                        self.plan.phase = Phase::Done;
+                        return;
+                    }
+                    match parse_header(&chunk[..HEADER_LEN]) {
+                        Ok(known) => self.plan.known = known,
+                        Err(e) => {
+                            self.read_failed(e);
+                            return;
+                        }
+                    }
+                }
+                load_clean_bits(device_bits, offset, chunk);
+                self.plan.cursor = offset + len as u64;
+            }
+            (Step::Read { offset, len }, Err(e)) => {
+                self.read_failed(format!("read of {len} bytes at {offset}: {e}"));
+            }
+            (Step::LegFlush, Ok(())) => {}
+            (Step::LegFlush, Err(e)) => self.legs_failed(clean, e),
+            (Step::Write { .. }, Ok(())) => {}
+            (Step::Write { offset, len }, Err(e)) => {
+                let span = self.plan.span;
+                self.dirty_blocks.set_range(span.0, span.1);
+                self.write_failed = true;
+                if self.count_failure() {
+                    log::error!(
+                        "log device {}:{}: write of {len} bytes at {offset} failed: {e} ({} failures so far)",
+                        self.device.major(),
+                        self.device.minor(),
+                        self.failures
+                    );
+                }
+                self.plan_failed();
+            }
+            (Step::DeviceFlush, Ok(())) => {}
+            (Step::DeviceFlush, Err(e)) => {
+                self.cache_flush_failed = true;
+                if self.count_failure() {
+                    log::error!(
+                        "log device {}:{}: cache flush failed: {e} ({} failures so far)",
+                        self.device.major(),
+                        self.device.minor(),
+                        self.failures
+                    );
+                }
+                self.plan_failed();
+            }
+        }
+    }
+
+    fn read_failed(&mut self, why: String) {
+        self.write_failed = true;
+        log::error!(
+            "log device {}:{}: reading the log failed ({why}); every region is treated as {}",
+            self.device.major(),
+            self.device.minor(),
+            if self.plan.sync_mode == SyncMode::No {
+                "in sync (nosync)"
+            } else {
+                "out of sync"
+            }
+        );
+        self.plan.known = None;
+        self.plan.read_failed = true;
+        self.plan.phase = Phase::Done;
+    }
+
+    /// A write or cache flush failed: the rest of the plan is dropped, the
+    /// marks it carried are pending again.
+    fn plan_failed(&mut self) {
+        self.plan.error = Some(Errno::EIO);
+        self.plan.phase = Phase::Done;
+        if self.plan.device_flush {
+            self.marks_pending = true;
+        }
+    }
+
+    /// Flushing the legs failed or the legs are unknown: records every
+    /// region dirty from now on, as dm-log.c `disk_flush` does after a
+    /// failed flush callback.
+    fn legs_failed(&mut self, clean: &mut Bitmap, e: StepError) {
         self.flush_failed = true;
         clean.fill(false);
         let blocks = self.dirty_blocks.len();
         self.dirty_blocks.set_range(0, blocks);
-        self.marks_pending = true;
+        self.plan.device_flush = true;
+        self.plan.cursor = 0;
         log::error!(
             "log device {}:{}: the mirror's legs cannot be flushed ({e}); no region is recorded \
              clean on the device from now on, as the kernel's disk log does after a failed flush \
@@ -384,37 +598,50 @@ impl DiskStore {
         );
     }
 
-    /// Writes the dirty blocks, spans of them merged (see MERGE_GAP).
-    fn write_dirty_blocks(
-        &mut self,
-        clean: &Bitmap,
-        sync: &Bitmap,
-        buf: &mut IoBuf,
-        keep_clears_dirty: bool,
-    ) -> Result<(), Errno> {
-        let blocks = self.dirty_blocks.len();
-        let max_span = (IO_BUF_LEN >> self.block_shift) as u64;
-        let max_gap = MERGE_GAP >> self.block_shift;
-        let mut start = self.dirty_blocks.find_next_one(0);
-        while start < blocks {
-            let mut end = self.dirty_blocks.find_next_zero(start);
-            loop {
-                let next = self.dirty_blocks.find_next_one(end);
-                if next >= blocks || next - end > max_gap {
-                    break;
-                }
-                let next_end = self.dirty_blocks.find_next_zero(next);
-                if next_end - start > max_span {
-                    break;
-                }
-                end = next_end;
-            }
-            let end = end.min(start + max_span);
-            self.write_blocks(clean, sync, buf, (start, end), keep_clears_dirty)?;
-            start = self.dirty_blocks.find_next_one(end);
+    /// Ends a plan whose steps are all done: Ok, or the error of the step
+    /// that failed. The tracked clears were written dirty: their blocks
+    /// wait for a later write-back.
+    pub fn take_result(&mut self) -> Result<(), Errno> {
+        if self.plan.phase != Phase::Done || self.plan.in_flight.is_some() {
+            return Ok(());
         }
-        self.dirty_blocks.fill(false);
-        Ok(())
+        let error = self.plan.error;
+        self.plan.phase = Phase::Idle;
+        for i in 0..self.pending_clears.len() {
+            let region = self.pending_clears[i];
+            self.dirty_block_of(region);
+        }
+        match error {
+            Some(e) => Err(e),
+            None => {
+                self.writes_work_again();
+                Ok(())
+            }
+        }
+    }
+
+    /// The kernel's disk_resume after the read: treats a bad magic (or an
+    /// explicit sync/nosync) as a new log, and sets or clears regions the
+    /// device did not know. The result is ANDed into `clean`, so marks
+    /// made before the load survive. The caller rebuilds the sync bits and
+    /// writes the image back (`begin_write_image`), which records nothing
+    /// clean that the device did not (no leg flush needed, as in dm-log.c).
+    /// Returns how many regions the device knew.
+    pub fn finish_load(&mut self, clean: &mut Bitmap, device_bits: &mut Bitmap) -> u64 {
+        let known = self.plan.known.unwrap_or(0);
+        let sync = self.plan.sync_mode;
+        self.plan = Plan::idle();
+        let count = clean.len();
+        let from = known.min(count);
+        if sync == SyncMode::No {
+            device_bits.set_range(from, count);
+        } else {
+            device_bits.clear_range(from, count);
+        }
+        clean.and_assign(device_bits);
+        self.pending_clears.clear();
+        self.untracked_clears = false;
+        known
     }
 
     fn writes_work_again(&mut self) {
@@ -436,52 +663,6 @@ impl DiskStore {
         self.failures.is_power_of_two()
     }
 
-    /// Writes device blocks `span.0..span.1`.
-    fn write_blocks(
-        &mut self,
-        clean: &Bitmap,
-        sync: &Bitmap,
-        buf: &mut IoBuf,
-        span: (u64, u64),
-        keep_clears_dirty: bool,
-    ) -> Result<(), Errno> {
-        let offset = span.0 << self.block_shift;
-        let len = ((span.1 - span.0) << self.block_shift) as usize;
-        let buf = buf.get(len);
-        self.render(clean, sync, offset, buf, keep_clears_dirty);
-        self.io.writes += 1;
-        let written = self.device.write_all_at(buf, offset);
-        written.map_err(|e| {
-            self.write_failed = true;
-            if self.count_failure() {
-                log::error!(
-                    "log device {}:{}: write of {len} bytes at {offset} failed: {e} ({} failures so far)",
-                    self.device.major(),
-                    self.device.minor(),
-                    self.failures
-                );
-            }
-            Errno::EIO
-        })
-    }
-
-    fn sync(&mut self) -> Result<(), Errno> {
-        self.io.flushes += 1;
-        let flushed = self.device.sync();
-        flushed.map_err(|e| {
-            self.cache_flush_failed = true;
-            if self.count_failure() {
-                log::error!(
-                    "log device {}:{}: cache flush failed: {e} ({} failures so far)",
-                    self.device.major(),
-                    self.device.minor(),
-                    self.failures
-                );
-            }
-            Errno::EIO
-        })
-    }
-
     pub fn mark_restored(&mut self) {
         self.restored = true;
     }
@@ -490,108 +671,127 @@ impl DiskStore {
     pub fn take_restored(&mut self) -> bool {
         std::mem::take(&mut self.restored)
     }
+}
 
-    /// Loading restored bits: the device gets the whole image, durably. The
-    /// bits may record regions clean that the device still has dirty, so
-    /// the legs are flushed first.
-    pub fn rewrite(
-        &mut self,
-        clean: &mut Bitmap,
-        sync: &Bitmap,
-        io: &mut DeviceIo,
-    ) -> Result<(), Errno> {
-        self.untracked_clears = true;
-        self.write_image(clean, sync, io)
-    }
+/// One piece of device work a plan asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Flush the volatile cache of every leg of the mirror.
+    LegFlush,
+    /// Write the first `len` bytes of the staging buffer at `offset`.
+    Write { offset: u64, len: usize },
+    /// Flush the log device's volatile cache.
+    DeviceFlush,
+    /// Read `len` bytes at `offset` into the staging buffer.
+    Read { offset: u64, len: usize },
+}
 
-    /// Writes the whole image, durably.
-    pub fn write_image(
-        &mut self,
-        clean: &mut Bitmap,
-        sync: &Bitmap,
-        io: &mut DeviceIo,
-    ) -> Result<(), Errno> {
-        self.loaded = true;
-        let blocks = self.dirty_blocks.len();
-        self.dirty_blocks.set_range(0, blocks);
-        self.marks_pending = true;
-        self.write_back(clean, sync, io)
-    }
+/// Why a step failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepError {
+    Device(Errno),
+    Legs(MirrorError),
+}
 
-    /// The kernel's disk_resume, first half: reads the device (into
-    /// `device_bits`, scratch space of the log's size), treats a bad
-    /// magic (or an explicit sync/nosync) as a new log, and sets or clears
-    /// regions the device did not know. The result is ANDed into `clean`,
-    /// so marks made before the load survive. The caller rebuilds the sync
-    /// bits and writes the image back (`write_image`), which records
-    /// nothing clean that the device did not (no leg flush needed, as in
-    /// dm-log.c). Returns how many regions the device knew.
-    pub fn load(
-        &mut self,
-        clean: &mut Bitmap,
-        device_bits: &mut Bitmap,
-        sync: SyncMode,
-        io: &mut DeviceIo,
-    ) -> u64 {
-        let known = match self.read_image(device_bits, &mut io.buf, sync) {
-            Ok(Some(nr_regions)) => nr_regions,
-            Ok(None) => 0,
-            Err(e) => {
-                self.write_failed = true;
-                log::error!(
-                    "log device {}:{}: reading the log failed ({e}); every region is treated as {}",
-                    self.device.major(),
-                    self.device.minor(),
-                    if sync == SyncMode::No {
-                        "in sync (nosync)"
-                    } else {
-                        "out of sync"
-                    }
-                );
-                0
-            }
-        };
-        let count = clean.len();
-        let from = known.min(count);
-        if sync == SyncMode::No {
-            device_bits.set_range(from, count);
-        } else {
-            device_bits.clear_range(from, count);
+impl core::fmt::Display for StepError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StepError::Device(e) => f.write_str(e.desc()),
+            StepError::Legs(e) => write!(f, "{e}"),
         }
-        clean.and_assign(device_bits);
-        self.pending_clears.clear();
-        self.untracked_clears = false;
-        known
+    }
+}
+
+/// Runs a step to its end in the calling thread (the synchronous engine).
+pub fn run_step(
+    step: Step,
+    device: &LogDevice,
+    buf: &mut [u8],
+    legs: Option<&LegSet>,
+    mirrors: &mut dyn Mirrors,
+) -> Result<(), StepError> {
+    let errno = |e: std::io::Error| {
+        StepError::Device(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+    };
+    match step {
+        Step::LegFlush => match legs {
+            Some(legs) => mirrors.flush(legs).map_err(StepError::Legs),
+            None => Err(StepError::Legs(MirrorError::NotFound)),
+        },
+        Step::Write { offset, len } => device.write_all_at(&buf[..len], offset).map_err(errno),
+        Step::DeviceFlush => device.sync().map_err(errno),
+        Step::Read { offset, len } => device.read_exact_at(&mut buf[..len], offset).map_err(errno),
+    }
+}
+
+/// Where a disk log's plan is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No plan.
+    Idle,
+    Reading,
+    LegFlush,
+    Writes,
+    DeviceFlush,
+    /// Every step is done; `take_result` ends the plan.
+    Done,
+}
+
+/// The device work a disk log has decided on: leg flushes, then the
+/// writes of the dirty spans from `cursor` on, then the device flush; or
+/// the reads of RESUME.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    phase: Phase,
+    device_flush: bool,
+    /// The next block (writes) or byte (reads) to look at.
+    cursor: u64,
+    in_flight: Option<Step>,
+    /// The blocks of the write in flight, dirty again if it fails.
+    span: (u64, u64),
+    /// A clear that this plan cannot keep dirty came since its last leg
+    /// flush (the pending-clear list was full, or a mark was pending).
+    clears_since_leg_flush: bool,
+    error: Option<Errno>,
+    sync_mode: SyncMode,
+    /// Regions the device's header knew (reads).
+    known: Option<u64>,
+    read_failed: bool,
+}
+
+impl Plan {
+    fn idle() -> Self {
+        Plan {
+            phase: Phase::Idle,
+            device_flush: false,
+            cursor: 0,
+            in_flight: None,
+            span: (0, 0),
+            clears_since_leg_flush: false,
+            error: None,
+            sync_mode: SyncMode::Default,
+            known: None,
+            read_failed: false,
+        }
     }
 
-    /// Reads the image into `clean`; Ok(None) when the header is not a
-    /// dm-log header, or for any header under sync/nosync (a new log).
-    fn read_image(
-        &mut self,
-        clean: &mut Bitmap,
-        buf: &mut IoBuf,
-        sync: SyncMode,
-    ) -> Result<Option<u64>, String> {
-        let mut header = None;
-        let mut offset = 0u64;
-        while offset < self.image_len {
-            let len = (self.image_len - offset).min(IO_BUF_LEN as u64) as usize;
-            let buf = buf.get(len);
-            self.device
-                .read_exact_at(buf, offset)
-                .map_err(|e| format!("read of {len} bytes at {offset}: {e}"))?;
-            if offset == 0 {
-                // dm-log.c read_header: under sync/nosync any header is
-                // replaced by a new one before its version is checked.
-                if sync != SyncMode::Default {
-                    return Ok(None);
-                }
-                header = Some(parse_header(&buf[..HEADER_LEN])?);
-            }
-            load_clean_bits(clean, offset, buf);
-            offset += len as u64;
+    fn done() -> Self {
+        Plan {
+            phase: Phase::Done,
+            ..Plan::idle()
         }
-        Ok(header.flatten())
+    }
+
+    fn writes(leg_flush: bool, device_flush: bool) -> Self {
+        Plan {
+            phase: if leg_flush {
+                Phase::LegFlush
+            } else {
+                Phase::Writes
+            },
+            device_flush,
+            ..Plan::idle()
+        }
     }
 }
 

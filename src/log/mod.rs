@@ -12,7 +12,7 @@ use nix::errno::Errno;
 
 use crate::bitmap::Bitmap;
 use crate::mirrors::LegSet;
-use disk::{DeviceIo, DiskStore};
+use disk::{DeviceIo, DiskStore, Step, StepError};
 use params::{LogArgs, LogType, SyncMode};
 
 /// How a log's bits start.
@@ -26,6 +26,40 @@ pub enum Origin {
     /// The kernel reconnects a log with no saved state: nothing is known to
     /// be in sync. A disk log still trusts its device, which RESUME reads.
     ReconnectUnknown,
+}
+
+/// Device work a request (or the idle write-back) asks of a log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    Flush,
+    WriteBack,
+    Postsuspend,
+    Resume,
+}
+
+/// What `DirtyLog::next_step` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Run this step, then report it with `step_done`.
+    Step(Step),
+    /// A step is in flight.
+    Waiting,
+    /// The work is over.
+    Finished(Result<(), Errno>),
+}
+
+/// Where a disk log's work is between its plans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Idle,
+    /// Reading the device; then writing the image back, then (for a FLUSH
+    /// before RESUME) a flush.
+    Reading {
+        then_flush: bool,
+    },
+    Writing {
+        then_flush: bool,
+    },
 }
 
 pub struct DirtyLog {
@@ -49,6 +83,7 @@ pub struct DirtyLog {
     /// POSTSUSPEND came and no RESUME since: the next RESUME is a real one.
     suspended: bool,
     disk: Option<DiskStore>,
+    stage: Stage,
 }
 
 impl DirtyLog {
@@ -92,6 +127,7 @@ impl DirtyLog {
             sync_search: 0,
             suspended: false,
             disk: store,
+            stage: Stage::Idle,
         }
     }
 
@@ -99,14 +135,23 @@ impl DirtyLog {
     pub fn heap_bytes(&self) -> usize {
         self.clean.heap_bytes()
             + self.sync.heap_bytes()
-            + self.disk.as_ref().map_or(0, DiskStore::heap_bytes)
+            + self
+                .disk
+                .as_ref()
+                .map_or(0, |d| d.heap_bytes() + crate::sys::aio::STAGING_HEAP_BYTES)
     }
 
     /// What constructing a log of `region_count` regions will cost, for the
-    /// memory budget, before anything is allocated (the bitmaps; a disk
-    /// log's per-block dirty bits are small enough to ride along).
-    pub fn heap_bytes_for(region_count: u64) -> usize {
+    /// memory budget, before anything is allocated (the bitmaps, and a disk
+    /// log's staging buffer; its per-block dirty bits are small enough to
+    /// ride along).
+    pub fn heap_bytes_for(region_count: u64, disk: bool) -> usize {
         2 * crate::bitmap::words_for(region_count) * 8
+            + if disk {
+                crate::sys::aio::STAGING_HEAP_BYTES
+            } else {
+                0
+            }
     }
 
     pub fn log_type(&self) -> LogType {
@@ -170,26 +215,170 @@ impl DirtyLog {
         self.sync.test(region)
     }
 
-    /// FLUSH: make every mark so far durable. A disk log the kernel
-    /// reconnected but did not resume yet (another caller's RESUME is still
-    /// to come) loads its device first, so the marks reach it now and the
-    /// load cannot undo them.
-    pub fn flush(&mut self, io: &mut DeviceIo) -> Result<(), Errno> {
-        if self.disk.as_ref().is_some_and(|d| !d.is_loaded()) {
-            self.load(io)?;
-        }
-        match &mut self.disk {
-            Some(d) => d.flush(&mut self.clean, &self.sync, io),
-            None => Ok(()),
+    /// Starts the device work of `work`; drive it with `next_step` and
+    /// `step_done` until `next_step` says it finished. A core log finishes
+    /// at once.
+    ///
+    /// - Flush: every mark so far becomes durable. A disk log the kernel
+    ///   reconnected but did not resume yet (another caller's RESUME is
+    ///   still to come) loads its device first, so the marks reach it now
+    ///   and the load cannot undo them.
+    /// - WriteBack: everything a disk log deferred (DTR, idle time).
+    /// - Postsuspend: the mirror is quiet; write out what was deferred.
+    /// - Resume: a core log only restarts its resync scan; a disk log reads
+    ///   its device (the kernel's disk_resume) when it starts or comes back
+    ///   from a suspend. A RESUME of a live log that was not suspended is
+    ///   the kernel's reconnect path (one per caller that found the daemon
+    ///   gone): its bits are current, and rereading the device would take
+    ///   regions with writes in flight out of sync.
+    pub fn begin(&mut self, work: Work) {
+        self.stage = Stage::Idle;
+        match work {
+            Work::Flush => {
+                if self.disk.as_ref().is_some_and(|d| !d.is_loaded()) {
+                    self.begin_load(true);
+                } else if let Some(d) = &mut self.disk {
+                    d.begin_flush();
+                    self.stage = Stage::Writing { then_flush: false };
+                }
+            }
+            Work::WriteBack | Work::Postsuspend => {
+                if work == Work::Postsuspend {
+                    self.suspended = true;
+                }
+                if let Some(d) = &mut self.disk {
+                    d.begin_write_back();
+                    self.stage = Stage::Writing { then_flush: false };
+                }
+            }
+            Work::Resume => {
+                let was_suspended = std::mem::take(&mut self.suspended);
+                if was_suspended {
+                    // dm-raid1 waits for its recoveries before it suspends.
+                    self.recovering = None;
+                }
+                self.sync_search = 0;
+                if self
+                    .disk
+                    .as_ref()
+                    .is_some_and(|d| !d.is_loaded() || was_suspended)
+                {
+                    self.begin_load(false);
+                }
+            }
         }
     }
 
-    /// Writes everything a disk log deferred (suspend, DTR, idle time).
-    pub fn write_back(&mut self, io: &mut DeviceIo) -> Result<(), Errno> {
-        match &mut self.disk {
-            Some(d) => d.write_back(&mut self.clean, &self.sync, io),
-            None => Ok(()),
+    /// True when `work` has device work to do now (a core log never has).
+    pub fn needs_io(&self, work: Work) -> bool {
+        let Some(d) = &self.disk else {
+            return false;
+        };
+        match work {
+            Work::Flush => d.flush_needs_io(),
+            Work::WriteBack | Work::Postsuspend => d.is_loaded(),
+            Work::Resume => !d.is_loaded() || self.suspended,
         }
+    }
+
+    /// Brings a disk log's bits and its device together: restored bits are
+    /// written out, otherwise the device is read (marks made meanwhile
+    /// survive) and written back. While the read is in flight the sync bits
+    /// hold what was read so far; the kernel asks nothing of them before
+    /// its RESUME is answered (dm-raid1 starts recovery after).
+    fn begin_load(&mut self, then_flush: bool) {
+        let Some(d) = &mut self.disk else {
+            return;
+        };
+        if d.take_restored() {
+            // The bits came from the state file and are newer than the
+            // device: write them out instead of reading it.
+            d.begin_rewrite();
+            self.stage = Stage::Writing { then_flush };
+        } else {
+            d.begin_load(self.sync_mode);
+            self.stage = Stage::Reading { then_flush };
+        }
+    }
+
+    /// The next step of the work begun, its write rendered into `buf` (a
+    /// staging buffer of STAGING_LEN bytes).
+    pub fn next_step(&mut self, buf: &mut [u8]) -> Next {
+        loop {
+            let Some(d) = &mut self.disk else {
+                return Next::Finished(Ok(()));
+            };
+            if let Some(step) = d.next_step(&self.clean, &self.sync, buf) {
+                return Next::Step(step);
+            }
+            if d.step_in_flight() {
+                return Next::Waiting;
+            }
+            match self.stage {
+                Stage::Idle => return Next::Finished(Ok(())),
+                Stage::Reading { then_flush } => {
+                    d.finish_load(&mut self.clean, &mut self.sync);
+                    self.sync.copy_from(&self.clean);
+                    self.sync_count = self.sync.count_ones();
+                    d.begin_write_image();
+                    self.stage = Stage::Writing { then_flush };
+                }
+                Stage::Writing { then_flush } => {
+                    let result = d.take_result();
+                    if result.is_err() || !then_flush {
+                        self.stage = Stage::Idle;
+                        return Next::Finished(result);
+                    }
+                    d.begin_flush();
+                    self.stage = Stage::Writing { then_flush: false };
+                }
+            }
+        }
+    }
+
+    /// The outcome of the step `next_step` gave; a read's bytes are in
+    /// `buf`.
+    pub fn step_done(&mut self, buf: &[u8], result: Result<(), StepError>) {
+        if let Some(d) = &mut self.disk {
+            d.step_done(&mut self.clean, &mut self.sync, buf, result);
+        }
+    }
+
+    /// True while device work is begun and not finished.
+    pub fn busy(&self) -> bool {
+        self.stage != Stage::Idle || self.disk.as_ref().is_some_and(DiskStore::busy)
+    }
+
+    /// Runs `work` to its end in the calling thread.
+    pub fn run(&mut self, work: Work, io: &mut DeviceIo) -> Result<(), Errno> {
+        self.begin(work);
+        loop {
+            let buf = io.buf.get(disk::IO_BUF_LEN);
+            match self.next_step(buf) {
+                Next::Step(step) => {
+                    let result = match &self.disk {
+                        Some(d) => {
+                            disk::run_step(step, d.device(), buf, d.legs(), &mut *io.mirrors)
+                        }
+                        None => Ok(()),
+                    };
+                    self.step_done(buf, result);
+                }
+                Next::Finished(result) => return result,
+                // Never: every step above completed before the next.
+                Next::Waiting => return Err(Errno::EBUSY),
+            }
+        }
+    }
+
+    /// FLUSH, synchronously (see `begin`).
+    pub fn flush(&mut self, io: &mut DeviceIo) -> Result<(), Errno> {
+        self.run(Work::Flush, io)
+    }
+
+    /// Writes everything a disk log deferred, synchronously.
+    pub fn write_back(&mut self, io: &mut DeviceIo) -> Result<(), Errno> {
+        self.run(Work::WriteBack, io)
     }
 
     /// True when a disk log has deferred writes.
@@ -207,47 +396,14 @@ impl DirtyLog {
         }
     }
 
-    /// POSTSUSPEND: the mirror is quiet; write out what was deferred.
+    /// POSTSUSPEND, synchronously.
     pub fn postsuspend(&mut self, io: &mut DeviceIo) -> Result<(), Errno> {
-        self.suspended = true;
-        self.write_back(io)
+        self.run(Work::Postsuspend, io)
     }
 
-    /// RESUME: a core log only restarts its resync scan; a disk log reads
-    /// its device (the kernel's disk_resume) when it starts or comes back
-    /// from a suspend. A RESUME of a live log that was not suspended is the
-    /// kernel's reconnect path (one per caller that found the daemon gone):
-    /// its bits are current, and rereading the device would take regions
-    /// with writes in flight out of sync.
+    /// RESUME, synchronously.
     pub fn resume(&mut self, io: &mut DeviceIo) -> Result<(), Errno> {
-        let was_suspended = std::mem::take(&mut self.suspended);
-        if was_suspended {
-            // dm-raid1 waits for its recoveries before it suspends.
-            self.recovering = None;
-        }
-        self.sync_search = 0;
-        match &self.disk {
-            Some(d) if !d.is_loaded() || was_suspended => self.load(io),
-            _ => Ok(()),
-        }
-    }
-
-    /// Brings a disk log's bits and its device together: restored bits are
-    /// written out, otherwise the device is read (marks made meanwhile
-    /// survive) and written back.
-    fn load(&mut self, io: &mut DeviceIo) -> Result<(), Errno> {
-        let Some(d) = &mut self.disk else {
-            return Ok(());
-        };
-        if d.take_restored() {
-            // The bits came from the state file and are newer than the
-            // device: write them out instead of reading it.
-            return d.rewrite(&mut self.clean, &self.sync, io);
-        }
-        d.load(&mut self.clean, &mut self.sync, self.sync_mode, io);
-        self.sync.copy_from(&self.clean);
-        self.sync_count = self.sync.count_ones();
-        d.write_image(&mut self.clean, &self.sync, io)
+        self.run(Work::Resume, io)
     }
 
     /// GET_RESYNC_WORK: the next region to recover, if any.

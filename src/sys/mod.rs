@@ -2,6 +2,7 @@
 //! safely. Every block says why it is sound.
 #![allow(unsafe_code)]
 
+pub mod aio;
 pub mod dm;
 pub mod mapping;
 pub mod netlink;

@@ -203,6 +203,10 @@ impl<const LEN: usize> Datagrams<LEN> {
         self.count == 0
     }
 
+    pub fn is_full(&self) -> bool {
+        self.count == BATCH
+    }
+
     /// The i-th datagram (i < len()) and what the kernel said of it.
     pub fn get(&self, i: usize) -> (&[u8], Received) {
         let got = self.got[i];

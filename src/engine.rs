@@ -1,0 +1,384 @@
+//! Runs the steps disk logs plan (log/disk.rs) on their devices: through
+//! Linux native AIO, so a log device that stops answering holds up only its
+//! own log, or synchronously (the unit tests, and where the kernel refuses
+//! AIO). One step per log is in flight at a time; a completion names the
+//! log's slot, and the server matches it to the log's plan.
+//!
+//! Each disk log has a slot: its staging buffer (allocated at CTR, charged
+//! to the memory budget) and, while a leg flush is in flight, the legs'
+//! descriptors.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::time::Instant;
+
+use nix::errno::Errno;
+
+use crate::log::device::LogDevice;
+use crate::log::disk::{self, Step, StepError};
+use crate::mirrors::{LegSet, MAX_LEGS, MirrorError, Mirrors};
+use crate::sys::aio::{AioContext, AioOp, STAGING_LEN, SlotBuffers};
+
+/// The most requests the AIO context holds: a share of the default
+/// system-wide fs.aio-max-nr (65536). One step per log is in flight, a leg
+/// flush being the widest (one request per leg), so this covers hundreds of
+/// logs flushing their legs at once; a step the full context refuses runs
+/// synchronously (said once in the log).
+const AIO_EVENTS_MAX: usize = 4096;
+
+/// A step that completed: the slot and how it ended.
+pub type Completion = (usize, Result<(), StepError>);
+
+/// What a slot has in flight.
+struct InFlight {
+    step: Step,
+    started: Instant,
+    /// Requests the kernel still holds (a leg flush has one per leg).
+    remaining: u32,
+    error: Option<StepError>,
+    legs: LegSet,
+    /// Open while their fsyncs are in flight.
+    leg_fds: heapless::Vec<OwnedFd, MAX_LEGS>,
+}
+
+enum Backend {
+    Sync,
+    Aio(Box<AioContext>),
+    Fake(FakeIo),
+}
+
+pub struct Engine {
+    backend: Backend,
+    buffers: SlotBuffers,
+    in_flight: Vec<Option<InFlight>>,
+    done: VecDeque<Completion>,
+    /// Slots with a step in flight.
+    count: usize,
+    /// AIO refused a request and it ran synchronously: said once.
+    sync_fallback_logged: bool,
+}
+
+impl Engine {
+    fn with(backend: Backend, slots: usize) -> Self {
+        let mut in_flight = Vec::with_capacity(slots);
+        in_flight.resize_with(slots, || None);
+        Engine {
+            backend,
+            buffers: SlotBuffers::new(slots),
+            in_flight,
+            done: VecDeque::with_capacity(slots),
+            count: 0,
+            sync_fallback_logged: false,
+        }
+    }
+
+    /// Runs every step in the calling thread, for up to `slots` disk logs.
+    pub fn synchronous(slots: usize) -> Self {
+        Self::with(Backend::Sync, slots)
+    }
+
+    /// Linux AIO for up to `slots` disk logs; synchronous I/O, said once
+    /// in the log, when the kernel refuses an AIO context.
+    pub fn asynchronous(slots: usize) -> Self {
+        let events = (slots * MAX_LEGS).clamp(MAX_LEGS, AIO_EVENTS_MAX) as u32;
+        match AioContext::new(events) {
+            Ok(ctx) => Self::with(Backend::Aio(Box::new(ctx)), slots),
+            Err(e) => {
+                log::warn!(
+                    "Linux AIO is unavailable ({}: {}); log devices are written synchronously, \
+                     so a log device that stops answering stops every mirror this daemon \
+                     serves (for EAGAIN raise fs.aio-max-nr above {events} plus what other \
+                     programs use; for ENOSYS use a kernel with CONFIG_AIO)",
+                    e,
+                    e.desc()
+                );
+                Self::with(Backend::Sync, slots)
+            }
+        }
+    }
+
+    /// Completions wait until `FakeIo::complete` releases them; the I/O
+    /// itself is done synchronously at submission. For tests.
+    pub fn fake(slots: usize, fake: FakeIo) -> Self {
+        Self::with(Backend::Fake(fake), slots)
+    }
+
+    /// True when steps complete later, through `ready_fd` and `poll`.
+    pub fn is_async(&self) -> bool {
+        !matches!(self.backend, Backend::Sync)
+    }
+
+    /// The descriptor that becomes readable when steps complete.
+    pub fn ready_fd(&self) -> Option<RawFd> {
+        match &self.backend {
+            Backend::Aio(ctx) => Some(ctx.ready_fd()),
+            _ => None,
+        }
+    }
+
+    /// A slot with its staging buffer for a new disk log; None when all
+    /// are taken.
+    pub fn open_slot(&mut self) -> Option<usize> {
+        let slot = self.buffers.open()?;
+        if slot >= self.in_flight.len() {
+            self.buffers.release(slot);
+            return None;
+        }
+        Some(slot)
+    }
+
+    /// Gives a log's slot back; a step in flight keeps its buffer until it
+    /// completes.
+    pub fn release_slot(&mut self, slot: usize) {
+        self.buffers.release(slot);
+    }
+
+    /// The slot's staging buffer (STAGING_LEN bytes); None while a step
+    /// holds it.
+    pub fn buf(&mut self, slot: usize) -> Option<&mut [u8]> {
+        if self.in_flight.get(slot).is_some_and(Option::is_some) {
+            return None;
+        }
+        self.buffers.get_mut(slot, STAGING_LEN)
+    }
+
+    /// The step in flight on `slot`, how many requests it has with the
+    /// kernel, and when it started.
+    pub fn in_flight(&self, slot: usize) -> Option<(Step, u32, Instant)> {
+        let f = self.in_flight.get(slot)?.as_ref()?;
+        Some((f.step, f.remaining.max(1), f.started))
+    }
+
+    /// True when any step is in flight.
+    pub fn any_in_flight(&self) -> bool {
+        self.count > 0
+    }
+
+    /// Starts `step` on `slot` (whose buffer holds a write's bytes). Its
+    /// completion comes out of `next_completion`, after `poll` for AIO.
+    pub fn submit(
+        &mut self,
+        slot: usize,
+        step: Step,
+        device: &LogDevice,
+        legs: Option<&LegSet>,
+        mirrors: &mut dyn Mirrors,
+    ) {
+        let mut flight = InFlight {
+            step,
+            started: Instant::now(),
+            remaining: 0,
+            error: None,
+            legs: legs.cloned().unwrap_or_default(),
+            leg_fds: heapless::Vec::new(),
+        };
+        let aio = match &mut self.backend {
+            Backend::Aio(ctx) => ctx,
+            Backend::Sync => {
+                let result = self.run_here(slot, step, device, legs, mirrors);
+                self.done.push_back((slot, result));
+                return;
+            }
+            Backend::Fake(fake) => {
+                let result = match self.buffers.get_mut(slot, STAGING_LEN) {
+                    Some(buf) => disk::run_step(step, device, buf, legs, mirrors),
+                    None => Err(StepError::Device(Errno::EBUSY)),
+                };
+                fake.0.borrow_mut().submitted.push((slot, step, result));
+                self.in_flight[slot] = Some(flight);
+                self.count += 1;
+                return;
+            }
+        };
+        let mut ops: heapless::Vec<AioOp, MAX_LEGS> = heapless::Vec::new();
+        match step {
+            Step::Write { offset, len } => {
+                let _ = ops.push(AioOp::Write { offset, len });
+            }
+            Step::Read { offset, len } => {
+                let _ = ops.push(AioOp::Read { offset, len });
+            }
+            Step::DeviceFlush => {
+                let _ = ops.push(AioOp::DataSync);
+            }
+            Step::LegFlush => {
+                let Some(legs) = legs else {
+                    let failed = StepError::Legs(MirrorError::NotFound);
+                    self.done.push_back((slot, Err(failed)));
+                    return;
+                };
+                for &leg in legs {
+                    match mirrors.open_leg(leg) {
+                        Ok(fd) => {
+                            let _ = flight.leg_fds.push(fd);
+                            let _ = ops.push(AioOp::Sync);
+                        }
+                        Err(e) => {
+                            self.done.push_back((slot, Err(StepError::Legs(e))));
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        let device_fd = device.as_fd();
+        let mut with_fds: heapless::Vec<(BorrowedFd<'_>, AioOp), MAX_LEGS> = heapless::Vec::new();
+        for (i, &op) in ops.iter().enumerate() {
+            let fd = match op {
+                AioOp::Sync => flight.leg_fds[i].as_fd(),
+                _ => device_fd,
+            };
+            let _ = with_fds.push((fd, op));
+        }
+        let submitted = aio.submit(&mut self.buffers, slot, &with_fds);
+        drop(with_fds);
+        match submitted {
+            Ok(n) => {
+                // A context sized for every slot's widest step takes all of
+                // it; were part refused, the step fails rather than hangs.
+                if n < ops.len() {
+                    flight.error = Some(StepError::Device(Errno::EAGAIN));
+                }
+                flight.remaining = n as u32;
+                self.in_flight[slot] = Some(flight);
+                self.count += 1;
+            }
+            Err(e) => {
+                // The kernel refused the request (a file system without
+                // AIO fsync, a full context): run it here, once said.
+                if !self.sync_fallback_logged {
+                    self.sync_fallback_logged = true;
+                    log::warn!(
+                        "Linux AIO refused a log device request ({}); such requests run \
+                         synchronously from now on, holding up every log while they last",
+                        e.desc()
+                    );
+                }
+                let result = self.run_here(slot, step, device, legs, mirrors);
+                self.done.push_back((slot, result));
+            }
+        }
+    }
+
+    fn run_here(
+        &mut self,
+        slot: usize,
+        step: Step,
+        device: &LogDevice,
+        legs: Option<&LegSet>,
+        mirrors: &mut dyn Mirrors,
+    ) -> Result<(), StepError> {
+        match self.buffers.get_mut(slot, STAGING_LEN) {
+            Some(buf) => disk::run_step(step, device, buf, legs, mirrors),
+            None => Err(StepError::Device(Errno::EBUSY)),
+        }
+    }
+
+    /// Collects what completed since the last call, without waiting.
+    pub fn poll(&mut self) {
+        if self.count == 0 {
+            return;
+        }
+        let Engine {
+            backend,
+            buffers,
+            in_flight,
+            done,
+            count,
+            ..
+        } = self;
+        match backend {
+            Backend::Sync => {}
+            Backend::Fake(fake) => {
+                let mut state = fake.0.borrow_mut();
+                while let Some((slot, result)) = state.released.pop_front() {
+                    if in_flight.get_mut(slot).and_then(Option::take).is_some() {
+                        *count -= 1;
+                        done.push_back((slot, result));
+                    }
+                }
+            }
+            Backend::Aio(ctx) => ctx.reap(buffers, |slot, index, res| {
+                let Some(Some(f)) = in_flight.get_mut(slot) else {
+                    return;
+                };
+                let failed = if res < 0 {
+                    Some(Errno::from_raw(-res as i32))
+                } else {
+                    match f.step {
+                        Step::Write { len, .. } | Step::Read { len, .. } if res as usize != len => {
+                            Some(Errno::EIO)
+                        }
+                        _ => None,
+                    }
+                };
+                if let Some(errno) = failed
+                    && f.error.is_none()
+                {
+                    f.error = Some(match f.step {
+                        Step::LegFlush => StepError::Legs(MirrorError::Flush {
+                            leg: f.legs.get(index).copied().unwrap_or((0, 0)),
+                            errno,
+                        }),
+                        _ => StepError::Device(errno),
+                    });
+                }
+                f.remaining = f.remaining.saturating_sub(1);
+                if f.remaining == 0
+                    && let Some(f) = in_flight[slot].take()
+                {
+                    *count -= 1;
+                    done.push_back((slot, f.error.map_or(Ok(()), Err)));
+                }
+            }),
+        }
+    }
+
+    /// The next completed step, oldest first.
+    pub fn next_completion(&mut self) -> Option<Completion> {
+        self.done.pop_front()
+    }
+}
+
+/// Submitted steps of a fake engine, and the completions a test releases.
+#[derive(Default)]
+pub struct FakeIoState {
+    /// (slot, step, what the I/O did), in submission order.
+    pub submitted: Vec<(usize, Step, Result<(), StepError>)>,
+    released: VecDeque<Completion>,
+}
+
+/// The test's handle on a fake engine.
+#[derive(Clone, Default)]
+pub struct FakeIo(pub Rc<RefCell<FakeIoState>>);
+
+impl FakeIo {
+    /// The steps submitted and not yet completed, oldest first.
+    pub fn pending(&self) -> Vec<(usize, Step)> {
+        self.0
+            .borrow()
+            .submitted
+            .iter()
+            .map(|&(slot, step, _)| (slot, step))
+            .collect()
+    }
+
+    /// Completes the step in flight on `slot`, with what its I/O did, or
+    /// failed with EIO when `fail`. False when none is in flight.
+    pub fn complete(&self, slot: usize, fail: bool) -> bool {
+        let mut state = self.0.borrow_mut();
+        let Some(at) = state.submitted.iter().position(|s| s.0 == slot) else {
+            return false;
+        };
+        let (_, _, result) = state.submitted.remove(at);
+        let result = if fail {
+            Err(StepError::Device(Errno::EIO))
+        } else {
+            result
+        };
+        state.released.push_back((slot, result));
+        true
+    }
+}
