@@ -210,6 +210,20 @@ impl Bitmap {
         }
     }
 
+    /// Keeps only the bits also set in `input`, which holds the bitmap's
+    /// bytes in the on-disk order from `byte_offset` on (a multiple of 8).
+    pub fn and_le_bytes(&mut self, byte_offset: usize, input: &[u8]) {
+        let first_word = byte_offset / 8;
+        for (i, chunk) in input.chunks(8).enumerate() {
+            let Some(word) = self.words.get_mut(first_word + i) else {
+                break;
+            };
+            let mut bytes = [0xffu8; 8];
+            bytes[..chunk.len()].copy_from_slice(chunk);
+            *word &= u64::from_le_bytes(bytes);
+        }
+    }
+
     /// Loads bits from the on-disk byte order, `input` holding the bitmap's
     /// bytes from `byte_offset` on (a multiple of 8). Bits past `len` are
     /// dropped so the tail invariant holds.

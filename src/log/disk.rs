@@ -374,9 +374,9 @@ impl DiskStore {
         self.begin_write_back();
     }
 
-    /// The kernel's disk_resume, first half: reads the image into
-    /// `device_bits` (scratch space of the log's size) over several steps;
-    /// `finish_load` then merges it.
+    /// The kernel's disk_resume, first half: reads the image over several
+    /// steps, ANDing its clean bits into the log's (`step_done`);
+    /// `finish_load` then deals with the regions the device did not know.
     pub fn begin_load(&mut self, sync: SyncMode) {
         self.plan = Plan::done();
         self.plan.phase = Phase::Reading;
@@ -482,16 +482,12 @@ impl DiskStore {
         Step::Write { offset, len }
     }
 
-    /// The outcome of the step in flight. A read's bytes are in `buf`
-    /// and go to `device_bits`. A failed leg flush records every region
+    /// The outcome of the step in flight. A read's bytes are in `buf`; its
+    /// clean bits are ANDed into `clean` (only ever more dirty: a request
+    /// answered from memory during the load sees the sync bits as they were
+    /// and clean bits no cleaner than the final ones). A failed leg flush records every region
     /// dirty (into `clean`) from now on.
-    pub fn step_done(
-        &mut self,
-        clean: &mut Bitmap,
-        device_bits: &mut Bitmap,
-        buf: &[u8],
-        result: Result<(), StepError>,
-    ) {
+    pub fn step_done(&mut self, clean: &mut Bitmap, buf: &[u8], result: Result<(), StepError>) {
         let Some(step) = self.plan.in_flight.take() else {
             return;
         };
@@ -513,7 +509,7 @@ impl DiskStore {
                         }
                     }
                 }
-                load_clean_bits(device_bits, offset, chunk);
+                and_clean_bits(clean, offset, chunk);
                 self.plan.cursor = offset + len as u64;
             }
             (Step::Read { offset, len }, Err(e)) => {
@@ -622,23 +618,22 @@ impl DiskStore {
 
     /// The kernel's disk_resume after the read: treats a bad magic (or an
     /// explicit sync/nosync) as a new log, and sets or clears regions the
-    /// device did not know. The result is ANDed into `clean`, so marks
-    /// made before the load survive. The caller rebuilds the sync bits and
+    /// device did not know. The device's bits were ANDed into `clean`, so
+    /// marks made before the load survive. The caller rebuilds the sync bits and
     /// writes the image back (`begin_write_image`), which records nothing
     /// clean that the device did not (no leg flush needed, as in dm-log.c).
     /// Returns how many regions the device knew.
-    pub fn finish_load(&mut self, clean: &mut Bitmap, device_bits: &mut Bitmap) -> u64 {
+    pub fn finish_load(&mut self, clean: &mut Bitmap) -> u64 {
         let known = self.plan.known.unwrap_or(0);
         let sync = self.plan.sync_mode;
         self.plan = Plan::idle();
         let count = clean.len();
         let from = known.min(count);
-        if sync == SyncMode::No {
-            device_bits.set_range(from, count);
-        } else {
-            device_bits.clear_range(from, count);
+        // Regions the device did not know: clean under nosync (kept as they
+        // are), else dirty.
+        if sync != SyncMode::No {
+            clean.clear_range(from, count);
         }
-        clean.and_assign(device_bits);
         self.pending_clears.clear();
         self.untracked_clears = false;
         known
@@ -802,6 +797,16 @@ pub fn load_clean_bits(clean: &mut Bitmap, offset: u64, chunk: &[u8]) {
     if bits_from < offset + chunk.len() as u64 {
         let start = (bits_from - offset) as usize;
         clean.read_le_bytes((bits_from - BITMAP_OFFSET) as usize, &chunk[start..]);
+    }
+}
+
+/// ANDs the clean bits in `chunk`, the image bytes at `offset`, into
+/// `clean`.
+fn and_clean_bits(clean: &mut Bitmap, offset: u64, chunk: &[u8]) {
+    let bits_from = offset.max(BITMAP_OFFSET);
+    if bits_from < offset + chunk.len() as u64 {
+        let start = (bits_from - offset) as usize;
+        clean.and_le_bytes((bits_from - BITMAP_OFFSET) as usize, &chunk[start..]);
     }
 }
 

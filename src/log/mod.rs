@@ -317,7 +317,7 @@ impl DirtyLog {
             match self.stage {
                 Stage::Idle => return Next::Finished(Ok(())),
                 Stage::Reading { then_flush } => {
-                    d.finish_load(&mut self.clean, &mut self.sync);
+                    d.finish_load(&mut self.clean);
                     self.sync.copy_from(&self.clean);
                     self.sync_count = self.sync.count_ones();
                     d.begin_write_image();
@@ -340,7 +340,7 @@ impl DirtyLog {
     /// `buf`.
     pub fn step_done(&mut self, buf: &[u8], result: Result<(), StepError>) {
         if let Some(d) = &mut self.disk {
-            d.step_done(&mut self.clean, &mut self.sync, buf, result);
+            d.step_done(&mut self.clean, buf, result);
         }
     }
 
