@@ -7,6 +7,7 @@
 #     and fio are downloaded as .debs by fetch-kernel.sh and build-image.sh,
 #     never installed);
 #   qemu-system-arm (qemu-system-aarch64) and qemu-system-misc (qemu-system-s390x);
+#   binutils (readelf: the ELF checks and the foreign libraries' NEEDED entries);
 #   gcc-s390x-linux-gnu + libc6-dev-s390x-cross (the linker and static glibc for
 #     s390x: Rust serves no musl std for s390x);
 #   the Rust targets aarch64-unknown-linux-musl, i686-unknown-linux-musl and
@@ -14,7 +15,7 @@
 #     .cargo/config.toml).
 set -eu
 
-PKGS="qemu-system-arm qemu-system-misc gcc-s390x-linux-gnu libc6-dev-s390x-cross"
+PKGS="qemu-system-arm qemu-system-misc gcc-s390x-linux-gnu libc6-dev-s390x-cross binutils"
 FOREIGN="arm64 s390x"
 TARGETS="aarch64-unknown-linux-musl i686-unknown-linux-musl s390x-unknown-linux-gnu"
 

@@ -38,7 +38,7 @@ check_image() {
         echo "$EXPECTED" | tr ' ' '\n' | sed '1d' >/tmp/want
         log "$1: bytes differing from the fixed image (byte: got want):"
         paste /tmp/got /tmp/want | awk '$1 != $2 { print NR - 1 ": " $1 " " $2 }' | head -n 40 >"$_CONSOLE"
-        fail "$1 wrote another disk image than the fixed bytes"
+        fail_held "$1 wrote another disk image than the fixed bytes"
     fi
     log "$1: the log device holds the fixed image (header $(log_header $LOG), $(log_clean_count $LOG $NR)/$NR clean)"
 }
@@ -54,11 +54,23 @@ hold_writes() {
             oflag=direct 2>/dev/null &
         held="$held $!"
     done
-    _deadline=$(($(now_ds) + 200))
+    _deadline=$(($(now_ds) + 600))
     while [ "$(log_clean_count $LOG $NR)" != $((NR - 8)) ]; do
-        [ "$(now_ds)" -lt "$_deadline" ] || fail "not 8 regions dirty on the log device after 20 s: $(log_clean_count $LOG $NR)/$NR clean"
+        if [ "$(now_ds)" -ge "$_deadline" ]; then
+            _d=""
+            for _r in $(seq 0 $((NR - 1))); do
+                [ "$(log_bit $LOG "$_r")" = 1 ] || _d="$_d $_r"
+            done
+            fail_held "not 8 regions dirty on the log device after 60 s: dirty$_d"
+        fi
         sleep 0.1
     done
+}
+
+# fail_held MESSAGE: resume the leg first (fail's sync would wait on it).
+fail_held() {
+    dmsetup resume m0_1 >/dev/null 2>&1
+    fail "$@"
 }
 
 release_writes() {
@@ -71,7 +83,7 @@ release_writes() {
 loads() {
     _r=$(sync_ratio m0)
     log "$1 loaded the other's image: $_r"
-    [ "$_r" = "$((NR - 8))/$NR" ] || fail "$1 loaded the fixed image as $_r in sync, expected $((NR - 8))/$NR"
+    [ "$_r" = "$((NR - 8))/$NR" ] || fail_held "$1 loaded the fixed image as $_r in sync, expected $((NR - 8))/$NR"
     run dmsetup resume m0_1 >/dev/null
     wait_in_sync m0 60
     compare_mirror m0
@@ -101,7 +113,7 @@ check_image "dm-ulogd's disk log"
 run dd if=$LOG of=/tmp/ulogd.img bs=512 count=3 iflag=direct >/dev/null
 r=$(dm-ulogd examine $LOG --dirty 2>&1) || fail "examine failed: $r"
 for runs in "0-0 (1)" "7-8 (2)" "63-64 (2)" "127-128 (2)" "199-199 (1)"; do
-    echo "$r" | grep -q "^dirty regions $runs" || fail "examine lacks 'dirty regions $runs': $r"
+    echo "$r" | grep -q "^dirty regions $runs" || fail_held "examine lacks 'dirty regions $runs': $r"
 done
 release_writes
 remove_dev m0
