@@ -44,16 +44,24 @@ check_image() {
 }
 
 # hold_writes MIRROR: a leg suspended, a 4 KiB direct write at the start of
-# each region of DIRTY in the background (pids in $held), until the log
-# device records them dirty.
+# each region of DIRTY in the background, until the log device records them
+# dirty. fio, not busybox dd: with dd some held writes reached the log only
+# after many seconds or not within 60 s (their processes had exited, so the
+# writes had gone through the page cache).
 hold_writes() {
     run dmsetup suspend m0_1 >/dev/null
-    held=""
+    set -- "/dev/mapper/$1"
     for _r in $DIRTY; do
-        dd if=/dev/urandom of="/dev/mapper/$1" bs=512 count=8 seek=$((_r * REGION)) \
-            oflag=direct 2>/dev/null &
-        held="$held $!"
+        set -- "$@" --name="r$_r" --offset=$((_r * REGION * 512))
     done
+    _dev=$1
+    shift
+    fio --filename="$_dev" --direct=1 --rw=write --bs=4k --size=4k --ioengine=psync \
+        --thread --output=/tmp/held.fio "$@" >/dev/null 2>&1 &
+    held=$!
+    # Polling the log device at once kept fio from issuing its writes for
+    # over 60 s under TCG (measured, cause not known); 3 s first, it has not.
+    sleep 3
     _deadline=$(($(now_ds) + 600))
     while [ "$(log_clean_count $LOG $NR)" != $((NR - 8)) ]; do
         if [ "$(now_ds)" -ge "$_deadline" ]; then
@@ -63,7 +71,7 @@ hold_writes() {
             done
             fail_held "not 8 regions dirty on the log device after 60 s: dirty$_d"
         fi
-        sleep 0.1
+        sleep 0.5
     done
 }
 
@@ -75,7 +83,7 @@ fail_held() {
 
 release_writes() {
     run dmsetup resume m0_1 >/dev/null
-    for _p in $held; do wait "$_p" || fail "a held write failed"; done
+    wait "$held" || fail "a held write failed: $(cat /tmp/held.fio)"
 }
 
 # loads WHO: the mirror just created (its leg m0_1 suspended: no resync) has
