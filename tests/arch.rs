@@ -277,23 +277,26 @@ fn run_parts(arch: Arch, parts: &[&str]) {
     panic!("{msg}");
 }
 
+// libtest starts tests in the order of their names, as many at once as the
+// machine has cores (CI: two): the names put the longest boot (s390x) first.
+
 /// Big-endian: the native-endian protocol and the little-endian disk log
 /// kept apart, on the s390x kernel (virtio-blk-ccw disks).
 #[test]
-fn s390x_core_set() {
+fn big_endian_s390x_core_set() {
     run_parts(Arch::S390x, CORE_SET);
 }
 
 /// The arm64 cloud kernel (-M virt, virtio-blk-pci disks).
 #[test]
-fn aarch64_core_set() {
+fn little_endian_aarch64_core_set() {
     run_parts(Arch::Aarch64, CORE_SET);
 }
 
 /// A 32-bit daemon on the x86_64 kernel: the connector's netlink layout,
 /// 64-bit fields, recvmmsg/sendmmsg and mmap through the compat syscalls.
 #[test]
-fn i686_core_set() {
+fn compat_i686_core_set() {
     run_parts(Arch::I686, CORE_SET);
 }
 
