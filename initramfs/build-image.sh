@@ -49,6 +49,7 @@ if [ "$bin" != none ]; then
         echo "build-image.sh: no dm-ulogd binary at $bin" >&2
         exit 1
     fi
+    command -v readelf >/dev/null || { echo "build-image.sh: readelf not found (apt-get install binutils)" >&2; exit 1; }
     got=$(readelf -h "$bin" 2>/dev/null | sed -n 's/^ *Machine: *//p')
     [ "$got" = "$machine" ] || {
         echo "build-image.sh: $bin is for '$got', not $arch ($machine): initramfs/build-arch.sh $arch builds it" >&2
