@@ -1,22 +1,27 @@
 #!/bin/sh
 # boot.sh IMAGE SCENARIO [DISK.img ...]
 #
-# Boots Debian's cloud kernel (fetch-kernel.sh) in qemu TCG with the initramfs
-# IMAGE (build-image.sh) and runs /scenarios/SCENARIO.sh inside; each DISK is a
-# raw virtio disk (/dev/vda, /dev/vdb, ...). The console (ttyS0) is stdout.
+# Boots Debian's kernel for DMULOGD_ARCH (fetch-kernel.sh) in qemu TCG with the
+# initramfs IMAGE (build-image.sh, same DMULOGD_ARCH) and runs
+# /scenarios/SCENARIO.sh inside; each DISK is a raw virtio disk (/dev/vda,
+# /dev/vdb, ...). The console (ttyS0; ttyAMA0 on aarch64, ttysclp0 on s390x)
+# is stdout.
 # SCENARIO "shell" gives an interactive busybox shell on the console.
 #
 # Exit status: 0 iff the console showed "DMULOGD-RESULT: PASS"; 124 on timeout;
 # 1 otherwise.
 #
 # Environment:
+#   DMULOGD_ARCH   x86_64 (default) or i686: qemu-system-x86_64 -cpu max;
+#                  aarch64: qemu-system-aarch64 -M virt, virtio-blk-pci disks;
+#                  s390x: qemu-system-s390x -M s390-ccw-virtio, virtio-blk-ccw
 #   BOOT_TIMEOUT   seconds before qemu is killed (default 600); the guest's own
 #                  watchdog fires 20 s earlier and dumps its state
 #   BOOT_MEM       guest memory (default 512M)
 #   BOOT_SMP       guest CPUs (default 1)
 #   BOOT_APPEND    extra kernel command line words
 #   BOOT_KERNEL    vmlinuz to boot (default: fetch-kernel.sh)
-#   QEMU           qemu binary (default qemu-system-x86_64)
+#   QEMU           qemu binary (default: the architecture's, above)
 #   BOOT_DRIVES    more disks after the DISK arguments: whitespace-separated
 #                  qemu -drive values, e.g. an NBD server's
 #                  file=nbd:unix:/s.sock,format=raw,if=virtio,cache=writeback
@@ -35,7 +40,19 @@ here=$(cd "$(dirname "$0")" && pwd)
 timeout_s=${BOOT_TIMEOUT:-600}
 mem=${BOOT_MEM:-512M}
 smp=${BOOT_SMP:-1}
-qemu=${QEMU:-qemu-system-x86_64}
+arch=${DMULOGD_ARCH:-x86_64}
+# Per architecture: qemu, its machine, the console device, the disk device
+# ("" for if=virtio).
+case $arch in
+    x86_64 | i686) qemu_arch=x86_64 machine="-accel tcg -cpu max" console=ttyS0 disk_dev="" ;;
+    # pauth-impdef: pointer authentication with QEMU's cheap hash, not the
+    # architected QARMA that costs TCG dearly.
+    aarch64) qemu_arch=aarch64 machine="-M virt -accel tcg -cpu max,pauth-impdef=on" console=ttyAMA0 disk_dev=virtio-blk-pci ;;
+    s390x) qemu_arch=s390x machine="-M s390-ccw-virtio -accel tcg -cpu max" console=ttysclp0 disk_dev=virtio-blk-ccw ;;
+    *) echo "boot.sh: unknown DMULOGD_ARCH $arch (x86_64, i686, aarch64, s390x)" >&2; exit 2 ;;
+esac
+export DMULOGD_ARCH=$arch
+qemu=${QEMU:-qemu-system-$qemu_arch}
 kernel=${BOOT_KERNEL:-}
 if [ -z "$kernel" ]; then
     kernel=$("$here/fetch-kernel.sh") || { echo "boot.sh: fetch-kernel.sh failed" >&2; exit 1; }
@@ -56,11 +73,17 @@ if [ "$timeout_s" -gt 60 ]; then
     gtimeout=$((timeout_s - 20))
 fi
 
-append="console=ttyS0 rdinit=/init panic=-1 quiet loglevel=4 dmulogd.scenario=$scenario dmulogd.disks=$n dmulogd.timeout=$gtimeout ${BOOT_APPEND:-}"
+append="console=$console rdinit=/init panic=-1 quiet loglevel=4 dmulogd.scenario=$scenario dmulogd.disks=$n dmulogd.timeout=$gtimeout ${BOOT_APPEND:-}"
 
 # Build the argument list in "$@" (POSIX sh has no arrays).
+i=0
 for d in "$@"; do
-    set -- "$@" -drive "file=$d,format=raw,if=virtio,cache=unsafe"
+    if [ -z "$disk_dev" ]; then
+        set -- "$@" -drive "file=$d,format=raw,if=virtio,cache=unsafe"
+    else
+        set -- "$@" -drive "file=$d,format=raw,if=none,id=disk$i,cache=unsafe" -device "$disk_dev,drive=disk$i"
+    fi
+    i=$((i + 1))
     shift
 done
 for d in ${BOOT_DRIVES:-}; do
@@ -75,14 +98,16 @@ trap 'rm -f "$log"' EXIT
 
 if [ "$scenario" = shell ] && [ -t 0 ]; then
     # Interactive: no timeout, console on the terminal.
-    exec "$qemu" -accel tcg -cpu max -m "$mem" -smp "$smp" -nographic -nic none -no-reboot \
+    # shellcheck disable=SC2086 # $machine is several words
+    exec "$qemu" $machine -m "$mem" -smp "$smp" -nographic -nic none -no-reboot \
         -kernel "$kernel" -initrd "$image" -append "$append" "$@"
 fi
 
 # stdin from /dev/null so that a non-interactive run never waits on the
 # terminal; SeaBIOS's terminal escapes (it resets and clears the screen) and
 # carriage returns are filtered out of the console text.
-timeout -k 10 "$timeout_s" "$qemu" -accel tcg -cpu max -m "$mem" -smp "$smp" \
+# shellcheck disable=SC2086 # $machine is several words
+timeout -k 10 "$timeout_s" "$qemu" $machine -m "$mem" -smp "$smp" \
     -nographic -nic none -no-reboot -kernel "$kernel" -initrd "$image" -append "$append" \
     "$@" </dev/null 2>&1 |
     sed -u -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1b[a-zA-Z]//g' -e 's/\r$//' | tee "$log"

@@ -9,6 +9,10 @@
 #
 # DM_ULOGD_BINARY may be "none": a placeholder that fails loudly is installed.
 # Environment:
+#   DMULOGD_ARCH       guest architecture: x86_64 (default), i686 (the x86_64
+#                      guest with a 32-bit dm-ulogd), aarch64, s390x. For
+#                      aarch64 and s390x busybox, dmsetup and fio come from
+#                      Debian's .debs of that architecture (foreign-userland.sh).
 #   DMULOGD_SCENARIOS  directory of scenario scripts (default: tests/scenarios)
 #   DMULOGD_NO_FIO=1   leave fio out (its libraries are ~80 MB)
 # The kernel comes from fetch-kernel.sh (initramfs/cache/).
@@ -23,15 +27,34 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 scen=${DMULOGD_SCENARIOS:-$repo/tests/scenarios}
 
+arch=${DMULOGD_ARCH:-x86_64}
+# The ELF machine a dm-ulogd binary for the architecture has (readelf -h).
+case $arch in
+    x86_64) machine="Advanced Micro Devices X86-64" ;;
+    i686) machine="Intel 80386" ;;
+    aarch64) machine="AArch64" ;;
+    s390x) machine="IBM S/390" ;;
+    *) echo "build-image.sh: unknown DMULOGD_ARCH $arch (x86_64, i686, aarch64, s390x)" >&2; exit 2 ;;
+esac
+export DMULOGD_ARCH=$arch
+
 vmlinuz=$("$here/fetch-kernel.sh")
 ktree=$(dirname "$(dirname "$vmlinuz")")
 kver=${vmlinuz##*/vmlinuz-}
 moddir=$ktree/lib/modules/$kver
 [ -d "$moddir" ] || { echo "build-image.sh: no $moddir" >&2; exit 1; }
 
-if [ "$bin" != none ] && [ ! -f "$bin" ]; then
-    echo "build-image.sh: no dm-ulogd binary at $bin" >&2
-    exit 1
+if [ "$bin" != none ]; then
+    if [ ! -f "$bin" ]; then
+        echo "build-image.sh: no dm-ulogd binary at $bin" >&2
+        exit 1
+    fi
+    command -v readelf >/dev/null || { echo "build-image.sh: readelf not found (apt-get install binutils)" >&2; exit 1; }
+    got=$(readelf -h "$bin" 2>/dev/null | sed -n 's/^ *Machine: *//p')
+    [ "$got" = "$machine" ] || {
+        echo "build-image.sh: $bin is for '$got', not $arch ($machine): initramfs/build-arch.sh $arch builds it" >&2
+        exit 1
+    }
 fi
 
 stage=$(mktemp -d "${TMPDIR:-/tmp}/dmulogd-image.XXXXXX")
@@ -42,14 +65,26 @@ mkdir -p "$stage"/bin "$stage"/sbin "$stage"/usr/bin "$stage"/usr/sbin \
     "$stage"/run "$stage"/tmp "$stage"/root "$stage"/etc "$stage"/scenarios \
     "$stage"/var/run "$stage"/mnt
 
-# --- busybox and its applets
+# --- busybox and its applets (the host's busybox-static lists them: the
+# same Debian version as a foreign one)
 bb=$(command -v busybox || true)
 [ -n "$bb" ] || { echo "build-image.sh: busybox not found (apt-get install busybox-static)" >&2; exit 1; }
 if ldd "$bb" >/dev/null 2>&1; then
     echo "build-image.sh: $bb is dynamically linked; install busybox-static" >&2
     exit 1
 fi
-cp "$bb" "$stage/bin/busybox"
+case $arch in
+    x86_64 | i686) cp "$bb" "$stage/bin/busybox" ;;
+    *)
+        # The foreign userland: its files at their own paths, libraries and
+        # the dynamic loader included (ldd cannot run foreign binaries).
+        userland=$("$here/foreign-userland.sh" "$arch")
+        while read -r f; do
+            mkdir -p "$stage$(dirname "$f")"
+            cp -L "$userland$f" "$stage$f"
+        done <"$userland/.files"
+        ;;
+esac
 "$bb" --list-full | while read -r applet; do
     case $applet in */busybox|bin/sh|"") continue ;; esac
     dir=$(dirname "$applet")
@@ -76,39 +111,63 @@ copy_with_libs() {
         cp -L "$lib" "$stage$lib"
     done
 }
-copy_with_libs "$(command -v dmsetup)"
-if [ "${DMULOGD_NO_FIO:-0}" != 1 ]; then
-    copy_with_libs "$(command -v fio)"
-fi
+case $arch in
+    x86_64 | i686)
+        copy_with_libs "$(command -v dmsetup)"
+        if [ "${DMULOGD_NO_FIO:-0}" != 1 ]; then
+            copy_with_libs "$(command -v fio)"
+        fi
+        ;;
+    *) [ "${DMULOGD_NO_FIO:-0}" != 1 ] || rm -f "$stage/usr/bin/fio" ;;
+esac
 # Some libraries are found through /usr/lib as well as /lib on merged-/usr hosts.
 [ -e "$stage/usr/lib" ] || ln -s ../lib "$stage/usr/lib"
 
-# --- kernel modules, decompressed, plus their load order
-MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
-virtio_blk loop cn dm-mod dm-log dm-region-hash dm-mirror dm-log-userspace
+# --- kernel modules, decompressed, plus their load order. The disks: virtio
+# over PCI on x86_64 and aarch64 (-M virt), over channel I/O on s390x, whose
+# virtio core and virtio_ccw are built in. A module's dependencies (modinfo)
+# go before it: arm64's dm-mod needs dax.
+case $arch in
+    s390x) DISK_MODULES="virtio_blk" ;;
+    *) DISK_MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
+virtio_blk" ;;
+esac
+MODULES="$DISK_MODULES loop cn dm-mod dm-log dm-region-hash dm-mirror dm-log-userspace
 dm-flakey dm-delay"
 : >"$stage/lib/modules/load-order"
-for m in $MODULES; do
-    alt=$(echo "$m" | tr - _)
-    f=$(find "$moddir/kernel" \( -name "$m.ko" -o -name "$m.ko.*" -o -name "$alt.ko" -o -name "$alt.ko.*" \) | head -n1)
+# module_file NAME: the module's file in the kernel tree, or nothing.
+module_file() {
+    _alt=$(echo "$1" | tr - _)
+    find "$moddir/kernel" \( -name "$1.ko" -o -name "$1.ko.*" -o -name "$_alt.ko" -o -name "$_alt.ko.*" \) | head -n1
+}
+add_module() {
+    grep -qx "$1" "$stage/lib/modules/load-order" && return 0
+    f=$(module_file "$1")
     if [ -z "$f" ]; then
-        if grep -qE "/($m|$alt)\.ko" "$moddir/modules.builtin" 2>/dev/null; then
-            continue # built in
+        if grep -qE "/($1|$(echo "$1" | tr - _))\.ko" "$moddir/modules.builtin" 2>/dev/null; then
+            return 0 # built in
         fi
-        if [ "$m" = cn ]; then
-            continue # the connector is built in on Debian's kernels (CONFIG_CONNECTOR=y)
+        if [ "$1" = cn ]; then
+            return 0 # the connector is built in on Debian's kernels (CONFIG_CONNECTOR=y)
         fi
-        echo "build-image.sh: module $m not found in $moddir" >&2
+        echo "build-image.sh: module $1 not found in $moddir" >&2
         exit 1
     fi
+    for dep in $(modinfo -F depends "$f" | tr , ' '); do
+        add_module "$dep"
+    done
+    f=$(module_file "$1") # the recursion reused the variable
     case $f in
-        *.ko) cp "$f" "$stage/lib/modules/$m.ko" ;;
-        *.ko.xz) xz -dc "$f" >"$stage/lib/modules/$m.ko" ;;
-        *.ko.zst) zstd -qdc "$f" >"$stage/lib/modules/$m.ko" ;;
-        *.ko.gz) gzip -dc "$f" >"$stage/lib/modules/$m.ko" ;;
+        *.ko) cp "$f" "$stage/lib/modules/$1.ko" ;;
+        *.ko.xz) xz -dc "$f" >"$stage/lib/modules/$1.ko" ;;
+        *.ko.zst) zstd -qdc "$f" >"$stage/lib/modules/$1.ko" ;;
+        *.ko.gz) gzip -dc "$f" >"$stage/lib/modules/$1.ko" ;;
         *) echo "build-image.sh: unknown module format $f" >&2; exit 1 ;;
     esac
-    echo "$m" >>"$stage/lib/modules/load-order"
+    echo "$1" >>"$stage/lib/modules/load-order"
+}
+for m in $MODULES; do
+    add_module "$m"
 done
 
 # --- dm-ulogd
@@ -139,6 +198,7 @@ echo "root:x:0:0:root:/root:/bin/sh" >"$stage/etc/passwd"
 echo "root:x:0:" >"$stage/etc/group"
 printf 'PS1="[guest \\w]# "\n' >"$stage/etc/profile"
 echo "$kver" >"$stage/etc/dmulogd-kernel"
+echo "$arch" >"$stage/etc/dmulogd-arch"
 
 # --- archive
 mkdir -p "$(dirname "$out")"

@@ -7,7 +7,8 @@
 # kmod/xz-utils/zstd (module inspection and decompression), nbdkit (the
 # power-cut test's disks: its file plugin and cache filter), make, dpkg-dev
 # and lintian (make install, the Debian package and its check), and the Rust
-# musl target that dm-ulogd is built for.
+# musl target that dm-ulogd is built for; then setup-arch.sh for the other
+# architectures (aarch64, i686, s390x: tests/arch.rs).
 set -eu
 
 PKGS="qemu-system-x86 busybox-static dmsetup fio cpio gzip kmod xz-utils zstd nbdkit make dpkg-dev lintian"
@@ -44,3 +45,6 @@ elif [ -x "$HOME/.cargo/bin/rustup" ]; then
 else
     echo "setup-host.sh: warning: rustup not found; add the x86_64-unknown-linux-musl target yourself" >&2
 fi
+
+# The other architectures: aarch64, i686, s390x (tests/arch.rs).
+sh "$(dirname "$0")/setup-arch.sh"

@@ -14,7 +14,12 @@ pub const DEFAULT_RCVBUF: usize = 4 << 20;
 /// start-up, so --max-logs bounds memory the daemon takes (and locks) at once.
 pub const MAX_LOGS_LIMIT: usize = 65536;
 pub const MEMORY_BUDGET_MIN: usize = 1 << 10;
-pub const MEMORY_BUDGET_MAX: usize = 1 << 40;
+/// 1T, or all a 32-bit address space can name.
+pub const MEMORY_BUDGET_MAX: usize = if usize::BITS > 40 {
+    1 << 40
+} else {
+    usize::MAX
+};
 /// Below this the queue holds too few of the kernel's requests to ride out a
 /// burst; above it the kernel's doubled buffer size would overflow an int.
 pub const RCVBUF_MIN: usize = 64 << 10;
@@ -134,7 +139,8 @@ pub fn parse_size(s: &str) -> Option<usize> {
         _ => (s, 0),
     };
     let n: usize = digits.parse().ok()?;
-    n.checked_mul(1usize << shift)
+    // checked_shl: a T on a 32-bit target is out of range, not a wrapped shift.
+    n.checked_mul(1usize.checked_shl(shift)?)
 }
 
 /// A size option within `min..=max`, or a message naming the option and
@@ -159,7 +165,10 @@ fn bounded_size(option: &str, value: &str, min: usize, max: usize) -> Result<usi
 /// A size as its largest exact K/M/G/T unit, as the options take it.
 fn show_size(n: usize) -> String {
     for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
-        if n >= 1 << shift && n.is_multiple_of(1 << shift) {
+        let Some(size) = 1usize.checked_shl(shift) else {
+            continue; // no T on a 32-bit target
+        };
+        if n >= size && n.is_multiple_of(size) {
             return format!("{}{unit}", n >> shift);
         }
     }

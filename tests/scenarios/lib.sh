@@ -564,9 +564,12 @@ devnum() {
 
 # log_header DEV: "magic version nr_regions", magic in hex
 log_header() {
-    dd if="$1" bs=512 count=1 iflag=direct 2>/dev/null | od -A n -t u4 -N 16 | {
-        read -r _m _v _lo _hi
-        printf '%x %u %u\n' "$_m" "$_v" $((_lo + _hi * 4294967296))
+    # Byte by byte: the header is little-endian on every architecture, and
+    # od -t u4 would read it in the guest's own byte order (s390x).
+    dd if="$1" bs=512 count=1 iflag=direct 2>/dev/null | od -A n -v -t u1 -N 16 | tr -s ' \n' '  ' | {
+        read -r m0 m1 m2 m3 v0 v1 v2 v3 n0 n1 n2 n3 n4 n5 n6 n7
+        printf '%x %u %u\n' $((m0 | m1 << 8 | m2 << 16 | m3 << 24)) $((v0 | v1 << 8 | v2 << 16 | v3 << 24)) \
+            $((n0 | n1 << 8 | n2 << 16 | n3 << 24 | n4 << 32 | n5 << 40 | n6 << 48 | n7 << 56))
     }
 }
 

@@ -1,0 +1,307 @@
+//! Architecture tests (issue 12): dm-ulogd built for aarch64, big-endian
+//! s390x and i686, each serving the real kernel of its own architecture
+//! under qemu TCG (i686: the x86_64 kernel, through its compat syscalls),
+//! with the same initramfs layout and scenario library as tests/kernel.rs.
+//!
+//! Each architecture runs `CORE_SET` in one boot (tests/scenarios/parts.sh
+//! runs the unchanged scenarios one after the other; a boot under TCG costs
+//! 10-20 s). The x86_64 build runs `log_image_bytes` too, so that every
+//! architecture is held to the same fixed disk image bytes.
+//!
+//! The binaries come from initramfs/build-arch.sh (cargo with the targets of
+//! .cargo/config.toml), the kernels and foreign userlands from Debian's
+//! archive (initramfs/fetch-kernel.sh, foreign-userland.sh); the host needs
+//! what initramfs/setup-host.sh installs (it calls setup-arch.sh). These
+//! tests fail, never skip, when any of it is missing.
+//!
+//! Environment:
+//! - `DMULOGD_BOOT_TIMEOUT`: seconds per boot (default 900); a hung guest fails.
+//! - `DMULOGD_KEEP=1`: keep each test's directory (disks, console) after a pass.
+
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+const WORK: &str = env!("CARGO_TARGET_TMPDIR");
+/// The x86_64 binary of this test build.
+const X86_64_DAEMON: &str = env!("CARGO_BIN_EXE_dm-ulogd");
+
+/// Size of each sparse virtio disk: every part carves fresh space from it.
+const DISK_BYTES: u64 = 4 << 30;
+
+/// The real-kernel scenarios each architecture runs (tests/scenarios/).
+const CORE_SET: &[&str] = &[
+    "core_sync",
+    "core_nosync",
+    "disk_reload",
+    "interop",
+    "log_image_bytes",
+    "integrated_flush",
+    "bad_tables",
+    "kill_core",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Arch {
+    X86_64,
+    I686,
+    Aarch64,
+    S390x,
+}
+
+impl Arch {
+    fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::I686 => "i686",
+            Arch::Aarch64 => "aarch64",
+            Arch::S390x => "s390x",
+        }
+    }
+
+    /// The host tools the guest of this architecture needs beyond the
+    /// x86_64 harness.
+    fn tools(self) -> &'static [&'static str] {
+        match self {
+            Arch::X86_64 | Arch::I686 => &["qemu-system-x86_64", "readelf"],
+            Arch::Aarch64 => &["qemu-system-aarch64", "readelf"],
+            Arch::S390x => &["qemu-system-s390x", "readelf", "s390x-linux-gnu-gcc"],
+        }
+    }
+}
+
+fn work_dir() -> PathBuf {
+    Path::new(WORK).join("arch-tests")
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The console text without terminal escapes or other control characters.
+fn printable(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    for p in chars.by_ref() {
+                        if p.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                } else {
+                    chars.next();
+                }
+            }
+            '\n' | '\t' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn check_tools(arch: Arch) -> Result<(), String> {
+    for tool in arch.tools() {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+            .unwrap_or(false);
+        if !found {
+            return Err(format!(
+                "{tool} is not installed: run `sh initramfs/setup-host.sh` as root"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn run_script(script: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<String, String> {
+    let path = Path::new(REPO).join(script);
+    let started = Instant::now();
+    let out = Command::new("sh")
+        .arg(&path)
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{script} {} failed ({}); is the host set up (sh initramfs/setup-host.sh)?\nstdout:\n{}\nstderr:\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            tail(&String::from_utf8_lossy(&out.stderr), 40),
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("").to_string();
+    eprintln!(
+        "arch tests: {script} {} -> {last} ({:.1} s)",
+        args.join(" "),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(last)
+}
+
+/// The dm-ulogd binary for `arch`: this test build's for x86_64, else
+/// initramfs/build-arch.sh's (one documented command per architecture).
+fn binary(arch: Arch) -> Result<PathBuf, String> {
+    if arch == Arch::X86_64 {
+        return Ok(PathBuf::from(X86_64_DAEMON));
+    }
+    let bin = run_script("initramfs/build-arch.sh", &[arch.name()], &[])?;
+    let size = fs::metadata(&bin).map_err(|e| format!("{bin}: {e}"))?.len();
+    eprintln!(
+        "arch tests: dm-ulogd for {}: {size} bytes ({} KiB)",
+        arch.name(),
+        size / 1024
+    );
+    Ok(PathBuf::from(bin))
+}
+
+fn build_image(arch: Arch) -> Result<PathBuf, String> {
+    check_tools(arch)?;
+    let bin = binary(arch)?;
+    let dir = work_dir();
+    fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    let image = dir.join(format!("image-{}.cpio.gz", arch.name()));
+    run_script(
+        "initramfs/build-image.sh",
+        &[image.to_str().unwrap(), bin.to_str().unwrap()],
+        &[("DMULOGD_ARCH", arch.name())],
+    )?;
+    Ok(image)
+}
+
+/// Each architecture's initramfs, built once per test binary run.
+fn image(arch: Arch) -> &'static Path {
+    static IMAGES: [OnceLock<Result<PathBuf, String>>; 4] = [
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+    ];
+    let slot = &IMAGES[arch as usize];
+    match slot.get_or_init(|| build_image(arch)) {
+        Ok(p) => p,
+        Err(e) => panic!("cannot build the {} initramfs: {e}", arch.name()),
+    }
+}
+
+/// Boots `arch`'s kernel once and runs `parts` (tests/scenarios/parts.sh);
+/// panics unless every part passed.
+fn run_parts(arch: Arch, parts: &[&str]) {
+    let image = image(arch);
+    let dir = work_dir().join(arch.name());
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+    let disks: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            let p = dir.join(format!("disk{i}.img"));
+            File::create(&p)
+                .and_then(|f| f.set_len(DISK_BYTES))
+                .unwrap_or_else(|e| panic!("create {}: {e}", p.display()));
+            p
+        })
+        .collect();
+    let console_path = dir.join("console.log");
+    let console = File::create(&console_path)
+        .unwrap_or_else(|e| panic!("create {}: {e}", console_path.display()));
+    let console_err = console.try_clone().expect("clone console file");
+    let timeout = std::env::var("DMULOGD_BOOT_TIMEOUT").unwrap_or_else(|_| "900".into());
+    let boot = Path::new(REPO).join("initramfs/boot.sh");
+
+    let started = Instant::now();
+    let status = Command::new("sh")
+        .arg(&boot)
+        .arg(image)
+        .arg("parts")
+        .args(&disks)
+        .env("DMULOGD_ARCH", arch.name())
+        .env("BOOT_APPEND", format!("dmulogd.parts={}", parts.join(",")))
+        .env("BOOT_TIMEOUT", &timeout)
+        .env("TMPDIR", &dir)
+        .stdin(Stdio::null())
+        .stdout(console)
+        .stderr(console_err)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", boot.display()));
+    let elapsed = started.elapsed().as_secs_f64();
+
+    let text = fs::read(&console_path)
+        .map(|b| printable(&b))
+        .unwrap_or_default();
+    let results: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("parts: ") && !l.starts_with("parts: ==="))
+        .collect();
+    for r in &results {
+        eprintln!("arch test {}: {}", arch.name(), &r["parts: ".len()..]);
+    }
+    let passed = text.lines().any(|l| l == "DMULOGD-RESULT: PASS");
+    let every_part = parts.iter().all(|p| {
+        let line = format!("parts: {p} PASS in ");
+        results.iter().any(|r| r.starts_with(&line))
+    });
+    if status.success() && passed && every_part {
+        eprintln!("arch test {}: PASS in {elapsed:.1} s", arch.name());
+        if std::env::var_os("DMULOGD_KEEP").is_none() {
+            let _ = fs::remove_dir_all(&dir);
+        }
+        return;
+    }
+    let verdict = text
+        .lines()
+        .rfind(|l| l.starts_with("DMULOGD-RESULT:"))
+        .unwrap_or("no DMULOGD-RESULT line (guest hung, crashed or timed out)");
+    let mut msg = String::new();
+    let _ = writeln!(
+        msg,
+        "{} failed after {elapsed:.1} s: {verdict} (boot.sh: {status})",
+        arch.name()
+    );
+    let _ = writeln!(msg, "parts: {}", results.join("; "));
+    let _ = writeln!(msg, "full console: {}", console_path.display());
+    let _ = writeln!(msg, "----- last 150 console lines -----");
+    msg.push_str(&tail(&text, 150));
+    panic!("{msg}");
+}
+
+// libtest starts tests in the order of their names, as many at once as the
+// machine has cores (CI: two): the names put the longest boot (s390x) first.
+
+/// Big-endian: the native-endian protocol and the little-endian disk log
+/// kept apart, on the s390x kernel (virtio-blk-ccw disks).
+#[test]
+fn big_endian_s390x_core_set() {
+    run_parts(Arch::S390x, CORE_SET);
+}
+
+/// The arm64 cloud kernel (-M virt, virtio-blk-pci disks).
+#[test]
+fn little_endian_aarch64_core_set() {
+    run_parts(Arch::Aarch64, CORE_SET);
+}
+
+/// A 32-bit daemon on the x86_64 kernel: the connector's netlink layout,
+/// 64-bit fields, recvmmsg/sendmmsg and mmap through the compat syscalls.
+#[test]
+fn compat_i686_core_set() {
+    run_parts(Arch::I686, CORE_SET);
+}
+
+/// The x86_64 build writes the same fixed disk image bytes as the others.
+#[test]
+fn x86_64_log_image_bytes() {
+    run_parts(Arch::X86_64, &["log_image_bytes"]);
+}
