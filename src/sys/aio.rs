@@ -131,13 +131,17 @@ const IOCB_CMD_FSYNC: u16 = 2;
 const IOCB_CMD_FDSYNC: u16 = 3;
 const IOCB_FLAG_RESFD: u32 = 1;
 
-/// struct iocb (little-endian layout: aio_key before aio_rw_flags).
+/// struct iocb. linux/aio_abi.h swaps aio_key and aio_rw_flags on
+/// big-endian machines (its PADDED macro).
 #[repr(C)]
 #[derive(Default)]
 struct Iocb {
     aio_data: u64,
+    #[cfg(target_endian = "little")]
     aio_key: u32,
     aio_rw_flags: i32,
+    #[cfg(target_endian = "big")]
+    aio_key: u32,
     aio_lio_opcode: u16,
     aio_reqprio: i16,
     aio_fildes: u32,

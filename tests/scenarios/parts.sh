@@ -26,6 +26,11 @@ done
 
 # reset: what a fresh boot would give the next part.
 reset() {
+    # A failed part may leave a device suspended (a held leg): resume every
+    # device first, or removing a mirror above it waits forever.
+    for _d in $(dmsetup info -c --noheadings -o name 2>/dev/null); do
+        dmsetup resume "$_d" >/dev/null 2>&1
+    done
     dmsetup remove_all >/dev/null 2>&1
     if [ -n "$(dmsetup ls 2>/dev/null | grep -v 'No devices found')" ]; then
         echo "parts: dm devices left behind: $(dmsetup ls)" >&7
@@ -48,7 +53,13 @@ for p in $parts; do
     : >/tmp/part.console
     echo "parts: === $p" >&7
     # The part's console text, live, its verdict renamed.
-    tail -f /tmp/part.console 2>/dev/null | sed -u 's/^DMULOGD-RESULT: /part '"$p"': /' >&7 &
+    # (busybox sed has no -u: a read loop passes each line on at once.)
+    tail -f /tmp/part.console 2>/dev/null | while IFS= read -r _l; do
+        case $_l in
+            "DMULOGD-RESULT: "*) echo "part $p: ${_l#DMULOGD-RESULT: }" ;;
+            *) echo "$_l" ;;
+        esac
+    done >&7 &
     tailer=$!
     mount --bind /tmp/part.console /dev/console || fail "parts: cannot bind /dev/console"
     t0=$(now_ds)
