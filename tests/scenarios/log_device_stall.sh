@@ -46,6 +46,12 @@ before=$(awk -v a="$alone" -v l="$loaded" 'BEGIN { print (a > l) ? a : l }')
 run dmsetup suspend sa_log
 stall_t0=$(now_ds)
 log "sa_log ($(devnum sa_log)) suspended: its I/O is held"
+# A write to sa's last region, which its load never touches: its mark must
+# reach the log device (a load that rewrites the same regions may need no
+# log write at all: re-marks of regions whose clears wait are free).
+dd if=/dev/urandom of=/dev/mapper/sa bs=4k count=1 seek=$((SECTORS / 8 - 1)) oflag=direct 2>/tmp/dd.held &
+held=$!
+sleep 1
 
 set -- $(fio_terse /dev/mapper/sb $MEASURE --rw=randwrite --bs=4k --ioengine=psync --iodepth=1)
 during=$1
@@ -63,6 +69,7 @@ dmesg | grep -E 'dm-ulogd\[.*has not completed after' | tail -1 >"$_CONSOLE"
 
 run dmsetup resume sa_log
 log "sa_log resumed after $(( ($(now_ds) - stall_t0) / 10 )) s"
+wait $held || fail "the write held by the stalled log device failed: $(cat /tmp/dd.held)"
 sleep 3
 touch /tmp/load.stop
 wait $load
