@@ -2,7 +2,7 @@
 //! configuration runs and reports, never how fast anything is.
 //!
 //! - `bench_smoke_guest`: `initramfs/bench.sh --smoke` with this build's
-//!   dm-ulogd: one qemu (TCG) boot on the `bench_smoke` scenario, 2-second fio
+//!   dm-ulogd: one qemu (TCG) boot on the `bench_smoke` scenario, 1-second fio
 //!   runs, about two minutes of guest time. Asserts a result line with
 //!   positive numbers for every (mirror size, log, fio job), both resyncs and
 //!   the memory readings. Needs what initramfs/setup-host.sh installs; fails,
@@ -118,6 +118,21 @@ fn bench_smoke_guest() {
         {
             None => missing.push(format!("resync {log}: no line")),
             Some(l) if !positive(l, "ms") => missing.push(format!("resync {log}: {l}")),
+            Some(_) => {}
+        }
+    }
+    for log in ["kdisk", "udisk", "udisk_if"] {
+        match lines
+            .iter()
+            .find(|l| l.starts_with("BENCH multi ") && field(l, "log") == Some(log))
+        {
+            None => missing.push(format!("multi {log}: no line")),
+            Some(l) if !positive(l, "iops") || !positive(l, "p99_us") => {
+                missing.push(format!("multi {log}: {l}"))
+            }
+            Some(l) if log.starts_with('u') && !positive(l, "dreq") => {
+                missing.push(format!("multi {log}: no daemon requests: {l}"))
+            }
             Some(_) => {}
         }
     }

@@ -514,6 +514,52 @@ fn a_marking_flush_keeps_clears_dirty_and_flushes_no_leg() {
     assert_eq!(log.disk().unwrap().io_counts().leg_flushes, legs_before + 1);
 }
 
+/// The clears a marking flush keeps dirty are not rewritten by it: a mark
+/// costs one write however many clears wait, and the write-back still
+/// records every one of them clean.
+#[test]
+fn a_marking_flush_does_not_rewrite_the_blocks_of_waiting_clears() {
+    let count = 4 * 1024 * 1024u64; // 512 KiB of bits
+    let (file, mut log, mut io, mirrors) = disk_log_with_mirrors("mark-only", count);
+    let apart = 2 * MERGE_GAP * 8;
+    let cleared: Vec<u64> = (0..8).map(|i| 100 + i * apart).collect();
+    let marked = 100 + 9 * apart;
+    recover(&mut log, cleared.iter().copied().chain([marked]));
+    log.write_back(&mut io).unwrap();
+    for &r in &cleared {
+        log.mark(r);
+    }
+    log.flush(&mut io).unwrap();
+    for &r in &cleared {
+        log.clear(r);
+    }
+    let counts = |log: &DirtyLog| log.disk().unwrap().io_counts();
+    let before = counts(&log);
+    let legs_before = mirrors.0.borrow().flushes;
+
+    log.mark(marked);
+    log.flush(&mut io).unwrap();
+    let after = counts(&log);
+    assert_eq!(after.writes - before.writes, 1, "only the mark's block");
+    assert_eq!(after.flushes - before.flushes, 1);
+    assert_eq!(mirrors.0.borrow().flushes, legs_before);
+    let image = std::fs::read(&file).unwrap();
+    assert!(!disk_bit(&image, marked));
+    assert!(cleared.iter().all(|&r| !disk_bit(&image, r)));
+
+    assert!(log.has_deferred_writes());
+    log.write_back(&mut io).unwrap();
+    assert_eq!(mirrors.0.borrow().flushes, legs_before + 1);
+    let image = std::fs::read(&file).unwrap();
+    for &r in &cleared {
+        assert!(
+            disk_bit(&image, r),
+            "region {r} is still dirty on the device"
+        );
+    }
+    assert!(!log.has_deferred_writes());
+}
+
 #[test]
 fn a_failed_leg_flush_records_nothing_clean_again() {
     let (file, mut log, mut io, mirrors) = disk_log_with_mirrors("leg-fails", 100);

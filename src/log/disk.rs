@@ -114,10 +114,12 @@ pub struct DiskStore {
     /// A mark changed a bit since the last durable flush: the next flush
     /// must flush the device cache, not just write.
     marks_pending: bool,
-    /// Regions cleared since the last write that the device still records
-    /// dirty. Marking one again costs no write (a journal, a sequential
-    /// writer rewrite the same regions), and a marking flush keeps them
-    /// dirty in what it writes.
+    /// Regions cleared since the last leg flush that the device still
+    /// records dirty. Marking one again costs no write (a journal, a
+    /// sequential writer rewrite the same regions). Their blocks are not
+    /// dirty for it: a marking flush does not rewrite them (it would write
+    /// them dirty again), the next write-back dirties them after its leg
+    /// flush decision.
     pending_clears: heapless::Vec<u64, PENDING_CLEAR_SLOTS>,
     /// Some region may become clean on the device with the next write and
     /// is not in `pending_clears` (the list was full, a clear came while a
@@ -250,10 +252,13 @@ impl DiskStore {
             let tracked = !self.marks_pending
                 && (self.pending_clears.contains(&region)
                     || self.pending_clears.push(region).is_ok());
-            self.untracked_clears |= !tracked;
+            if tracked {
+                return;
+            }
+            self.untracked_clears = true;
             // A plan in flight keeps every tracked clear dirty in what it
             // writes; any other one needs the legs flushed again first.
-            self.plan.clears_since_leg_flush |= !tracked;
+            self.plan.clears_since_leg_flush = true;
         }
         self.dirty_block_of(region);
     }
@@ -301,9 +306,9 @@ impl DiskStore {
         }
     }
 
-    /// True when changed blocks wait to be written.
+    /// True when changed blocks or tracked clears wait to be written.
     pub fn has_deferred_writes(&self) -> bool {
-        self.loaded && !self.dirty_blocks.none_set()
+        self.loaded && (!self.dirty_blocks.none_set() || !self.pending_clears.is_empty())
     }
 
     /// True while a step is in flight.
@@ -344,11 +349,15 @@ impl DiskStore {
     /// legs), then flushes the device cache if marks are among them. On
     /// failure the blocks stay dirty for the next attempt.
     pub fn begin_write_back(&mut self) {
-        if !self.loaded || (!self.marks_pending && self.dirty_blocks.none_set()) {
+        if !self.loaded || (!self.marks_pending && !self.has_deferred_writes()) {
             self.plan = Plan::done();
             return;
         }
         let leg_flush = self.clears_pending() && !self.flush_failed;
+        for i in 0..self.pending_clears.len() {
+            let region = self.pending_clears[i];
+            self.dirty_block_of(region);
+        }
         self.plan = Plan::writes(leg_flush, self.marks_pending);
         // Covered by this plan's leg flush, or never written clean (flush
         // failed): a clear from now on is tracked afresh.
@@ -595,18 +604,13 @@ impl DiskStore {
     }
 
     /// Ends a plan whose steps are all done: Ok, or the error of the step
-    /// that failed. The tracked clears were written dirty: their blocks
-    /// wait for a later write-back.
+    /// that failed.
     pub fn take_result(&mut self) -> Result<(), Errno> {
         if self.plan.phase != Phase::Done || self.plan.in_flight.is_some() {
             return Ok(());
         }
         let error = self.plan.error;
         self.plan.phase = Phase::Idle;
-        for i in 0..self.pending_clears.len() {
-            let region = self.pending_clears[i];
-            self.dirty_block_of(region);
-        }
         match error {
             Some(e) => Err(e),
             None => {

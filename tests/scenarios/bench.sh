@@ -6,21 +6,28 @@
 #   fio, direct I/O, time-bounded, on a small mirror (16,384 regions, 8 GiB)
 #   and a large one (16,777,216 regions, 8 TiB), both created `nosync` (a sync
 #   mirror on multi-terabyte legs would resync for ever). Regions are 512 KiB
-#   (the harness scenarios' size, LVM's classic mirror_region_size). Each leg
-#   is a dm-linear device (as LVM's mirror legs are) whose 1 GiB segments all
-#   map the same 1 GiB of its virtio disk: the mirror and its log see 8 TiB
-#   and 16,777,216 regions, the host stores 1 GiB per leg, written once
-#   before the measurements, so no run pays for the host allocating sparse
-#   blocks.
+#   (the harness scenarios' size, LVM's classic mirror_region_size). The legs
+#   are single devices, as a user's are: the first two virtio disks, whole
+#   (sparse 8 TiB images on the host; fio touches little of them), every
+#   mirror from sector 0 of both. A flush of a leg is one flush of one disk
+#   for the kernel's disk log (mirror_flush) and dm-ulogd's leg flushes alike.
+#   The first 2 GiB of both legs (the resync mirror and the sequential jobs)
+#   are written once before the measurements, so no run pays for the host
+#   allocating them.
 #     randw_qd1   4 KiB random writes, queue depth 1
 #     randw_qd16  4 KiB random writes, queue depth 16
 #     seqw        1 MiB sequential writes, queue depth 1, over the first 256 MiB
 #     seqw4k      4 KiB sequential writes, queue depth 1, over the first 256 MiB
 #                 (a journal or log writer: 128 writes per region in a row)
+#   multi: 16 mirrors of 16,384 regions at once (8 GiB each, side by side on
+#     the same two leg disks, a disk log each on the third disk), one fio job
+#     of 4 KiB random writes at queue depth 1 per mirror: aggregate IOPS and
+#     the p99 latency over every job; the kernel's disk log, dm-ulogd disk and
+#     dm-ulogd disk with integrated_flush.
 #   resync: time of a full resync of a 4,096-region mirror (2 GiB; created
 #     without nosync), kernel core log vs dm-ulogd core, from `dmsetup create`
 #     until the status shows every region in sync (dmsetup wait on the table
-#     event). Its legs alias the same 1 GiB too.
+#     event).
 #   dm-ulogd: CPU time (schedstat) and requests answered (its SIGUSR1 summary
 #     in the kernel log) over each run; VmRSS idle and holding logs.
 #
@@ -36,8 +43,8 @@
 
 MODE=${BENCH_MODE:-$(bench_param dmulogd.bench full)}
 case $MODE in
-    smoke) def_runtime=2 def_rounds=1 RESYNC_REGION=8 ;;
-    *) MODE=full def_runtime=6 def_rounds=5 RESYNC_REGION=1024 ;;
+    smoke) def_runtime=1 def_rounds=1 RESYNC_REGION=8 MULTI=4 ;;
+    *) MODE=full def_runtime=6 def_rounds=5 RESYNC_REGION=1024 MULTI=16 ;;
 esac
 RUNTIME=$(bench_param dmulogd.bench_runtime $def_runtime)
 ROUNDS=$(bench_param dmulogd.bench_rounds $def_rounds)
@@ -46,10 +53,12 @@ REGION=1024                # sectors: 512 KiB regions
 SMALL=16384                # regions of the small mirror (8 GiB)
 LARGE=16777216             # regions of the large mirror (8 TiB)
 RESYNC=4096                # regions of the resync mirror (full: 2 GiB; smoke: 16 MiB)
-PHYS=2097152               # sectors of host storage behind each leg (1 GiB)
+WARM=4194304               # sectors written once at the start of each leg (2 GiB)
 SEQ_SIZE=256M              # range of the sequential job
 CONFIGS="kcore kdisk ucore udisk udisk_if"
 REVERSED="udisk_if udisk ucore kdisk kcore"
+MULTI_CONFIGS="kdisk udisk udisk_if"
+MULTI_REVERSED="udisk_if udisk kdisk"
 
 # /dev/kmsg rate-limits writers (10 lines per 5 s); the SIGUSR1 summaries
 # that count requests must not be dropped.
@@ -57,7 +66,7 @@ echo on >/proc/sys/kernel/printk_devkmsg 2>/dev/null
 
 ENGINE=$(fio_engine)
 bench_line info mode=$MODE kernel=$(uname -r) fio=$(fio --version) engine=$ENGINE \
-    runtime_s=$RUNTIME rounds=$ROUNDS region_sectors=$REGION resync_region_sectors=$RESYNC_REGION cpus=$(nproc) \
+    runtime_s=$RUNTIME rounds=$ROUNDS multi=$MULTI region_sectors=$REGION resync_region_sectors=$RESYNC_REGION cpus=$(nproc) \
     mem_kb=$(awk '$1 == "MemTotal:" { print $2 }' /proc/meminfo)
 
 start_daemon
@@ -72,18 +81,24 @@ sleep 1
 mem_line idle 0
 smaps_lines idle
 
-# Host storage: the first PHYS sectors after 1 MiB of each leg disk (carved
-# first, so they start at sector 2048); the log devices on the third disk.
-make_legs phys $PHYS
-for i in 0 1; do
-    alias_leg bs_$i $((SMALL * REGION)) "$(disk_n $i)" 2048
-    alias_leg bl_$i $((LARGE * REGION)) "$(disk_n $i)" 2048
-    alias_leg br_$i $((RESYNC * RESYNC_REGION)) "$(disk_n $i)" 2048
+# The legs: the first two disks, whole; the log devices on the third disk.
+LEG0=$(disk_n 0)
+LEG1=$(disk_n 1)
+for d in "$LEG0" "$LEG1"; do
+    [ "$(blockdev --getsz "$d")" -ge $((LARGE * REGION)) ] ||
+        fail "leg disk $d is smaller than the large mirror ($((LARGE * REGION)) sectors): boot with 8 TiB sparse images"
 done
+[ "$LEG0" != "$LEG1" ] || fail "the benchmark needs two leg disks and a log disk"
 carve bl_log 8192 "$(disk_n 2)"     # 1 KiB header + 2 MiB of bits
 carve bs_log 2048 "$(disk_n 2)"
 zero_dev /dev/mapper/bl_log
 zero_dev /dev/mapper/bs_log
+i=0
+while [ $i -lt $MULTI ]; do
+    carve mm_log_$i 2048 "$(disk_n 2)"
+    zero_dev /dev/mapper/mm_log_$i
+    i=$((i + 1))
+done
 
 # job NAME: the fio arguments of a job.
 job_args() {
@@ -97,20 +112,21 @@ job_args() {
 JOBS="randw_qd1 randw_qd16 seqw seqw4k"
 
 if [ "$MODE" = full ]; then
-    # Write the host storage behind the legs once (sparse files allocate on
-    # first write) so that every configuration overwrites allocated blocks.
-    for i in 0 1; do
-        log "warm-up: writing phys_$i"
-        run dd if=/dev/zero of=/dev/mapper/phys_$i bs=1M count=$((PHYS / 2048)) oflag=direct >/dev/null
+    # Write the start of the legs once (sparse files allocate on first
+    # write) so that the sequential jobs and the resync overwrite allocated
+    # blocks in every configuration.
+    for d in "$LEG0" "$LEG1"; do
+        log "warm-up: writing the first $((WARM / 2048)) MiB of $d"
+        run dd if=/dev/zero of="$d" bs=1M count=$((WARM / 2048)) oflag=direct >/dev/null
     done
 fi
 
-# measure SIZE REGIONS LEGS LOGDEV CONFIG JOB ROUND: one fio run on a fresh
+# measure SIZE REGIONS LOGDEV CONFIG JOB ROUND: one fio run on a fresh
 # mirror (its variables are m_*: lib.sh's helpers use _* names of their own).
 # Each mirror is made for one run, so that the runs compared with
 # each other (the five logs on one job) follow each other within a minute.
 measure() {
-    m_size=$1 m_n=$2 m_legs=$3 m_logdev=$4 m_cfg=$5 m_job=$6 m_round=$7
+    m_size=$1 m_n=$2 m_logdev=$3 m_cfg=$4 m_job=$5 m_round=$6
     m_sectors=$((m_n * REGION))
     case $m_cfg in
         null) use_server null ;;
@@ -118,7 +134,7 @@ measure() {
     esac
     log_args "$m_cfg" "$m_logdev" $REGION nosync
     # shellcheck disable=SC2086
-    bench_create m$m_legs $m_sectors $m_legs $LOGARGS
+    bench_create m $m_sectors 0 $LOGARGS
     m_r0=0 m_r1=0 m_c0=0 m_c1=0
     if is_userspace "$m_cfg"; then
         [ "$m_job" = randw_qd1 ] && [ "$m_round" = 1 ] && [ "$m_cfg" != null ] && mem_line $m_cfg $m_n
@@ -127,7 +143,7 @@ measure() {
     fi
     m_t0=$(now_ms)
     # shellcheck disable=SC2046
-    set -- $(fio_terse /dev/mapper/m$m_legs "$RUNTIME" $(job_args $m_job))
+    set -- $(fio_terse /dev/mapper/m "$RUNTIME" $(job_args $m_job))
     m_t1=$(now_ms)
     if is_userspace "$m_cfg"; then
         m_c1=$(server_cpu)
@@ -136,25 +152,65 @@ measure() {
     bench_line fio size=$m_size regions=$m_n log=$m_cfg job=$m_job round=$m_round \
         iops=$1 kib_s=$2 p99_us=$3 kib=$4 wall_ms=$((m_t1 - m_t0)) \
         dreq=$((m_r1 - m_r0)) dcpu_ns=$((m_c1 - m_c0))
-    remove_dev m$m_legs
+    remove_dev m
 }
 
 # For each mirror size and job: ROUNDS rounds over the five logs, the order
 # reversed every other round.
-for spec in "small $SMALL bs" "large $LARGE bl"; do
+for spec in "small $SMALL bs_log" "large $LARGE bl_log"; do
     set -- $spec
-    size=$1 n=$2 legs=$3
+    size=$1 n=$2 logdev=/dev/mapper/$3
     for job in $JOBS; do
         r=1
         while [ $r -le "$ROUNDS" ]; do
             if [ $((r % 2)) -eq 1 ]; then order=$CONFIGS; else order=$REVERSED; fi
             for cfg in $order; do
                 log "$size mirror, $job, round $r: $cfg"
-                measure $size $n $legs /dev/mapper/${legs}_log $cfg $job $r
+                measure $size $n $logdev $cfg $job $r
             done
             r=$((r + 1))
         done
     done
+done
+
+# multi CONFIG ROUND: MULTI mirrors of SMALL regions at once, one fio job of
+# 4 KiB random writes at queue depth 1 on each.
+multi() {
+    u_cfg=$1 u_round=$2
+    u_devs=""
+    u_i=0
+    while [ $u_i -lt $MULTI ]; do
+        log_args "$u_cfg" /dev/mapper/mm_log_$u_i $REGION nosync
+        # shellcheck disable=SC2086
+        bench_create mm$u_i $((SMALL * REGION)) $((u_i * SMALL * REGION)) $LOGARGS
+        u_devs="$u_devs /dev/mapper/mm$u_i"
+        u_i=$((u_i + 1))
+    done
+    u_r0=0 u_r1=0 u_c0=0 u_c1=0
+    if is_userspace "$u_cfg"; then
+        u_r0=$(daemon_requests)
+        u_c0=$(cpu_ns "$DPID")
+    fi
+    # shellcheck disable=SC2046,SC2086
+    set -- $(fio_multi "$RUNTIME" $(job_args randw_qd1) -- $u_devs)
+    if is_userspace "$u_cfg"; then
+        u_c1=$(cpu_ns "$DPID")
+        u_r1=$(daemon_requests)
+    fi
+    bench_line multi mirrors=$MULTI regions=$SMALL log=$u_cfg job=randw_qd1 round=$u_round \
+        iops=$1 kib_s=$2 p99_us=$3 kib=$4 dreq=$((u_r1 - u_r0)) dcpu_ns=$((u_c1 - u_c0))
+    for u_d in $u_devs; do remove_dev "${u_d#/dev/mapper/}"; done
+}
+
+use_server dmulogd
+r=1
+while [ $r -le "$ROUNDS" ]; do
+    if [ $((r % 2)) -eq 1 ]; then order=$MULTI_CONFIGS; else order=$MULTI_REVERSED; fi
+    for cfg in $order; do
+        log "$MULTI mirrors at once, round $r: $cfg"
+        multi $cfg $r
+    done
+    r=$((r + 1))
 done
 
 # resync CONFIG ROUND: time of a full resync of the RESYNC-region mirror.
@@ -168,7 +224,7 @@ resync() {
     s_t0=$(now_ms)
     log_args "$s_cfg" "" $RESYNC_REGION ""
     # shellcheck disable=SC2086
-    bench_create mbr $((RESYNC * RESYNC_REGION)) br $LOGARGS
+    bench_create mbr $((RESYNC * RESYNC_REGION)) 0 $LOGARGS
     wait_sync_event mbr 1200
     s_t1=$(now_ms)
     if is_userspace "$s_cfg"; then
@@ -192,10 +248,10 @@ while [ $r -le "$ROUNDS" ]; do
 done
 
 # Memory: the daemon holding one core log of 1,000,000 regions (nosync, on
-# the large legs).
+# the leg disks).
 log_args ucore "" $REGION nosync
 # shellcheck disable=SC2086
-bench_create mmem $((1000000 * REGION)) bl $LOGARGS
+bench_create mmem $((1000000 * REGION)) 0 $LOGARGS
 sleep 0.5
 mem_line core_1000000 1000000
 smaps_lines core_1000000

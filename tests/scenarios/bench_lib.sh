@@ -67,34 +67,58 @@ fio_engine() {
 }
 
 # fio_terse DEV SECONDS FIO_ARGS...: a time-bounded direct-write fio job on
-# DEV; prints "iops kib_per_s p99_us write_kib" from fio's terse (v3) output
-# (fields 47-49 and the write completion-latency percentile 99).
+# DEV; prints "iops kib_per_s p99_us write_kib".
 fio_terse() {
     _dev=$1
     _secs=$2
     shift 2
-    _t=$(fio --name=bench --filename="$_dev" --direct=1 --time_based --runtime="$_secs" \
-        --norandommap --randrepeat=1 --percentile_list=99 \
+    fio_terse_run --name=bench --filename="$_dev" --time_based --runtime="$_secs" "$@"
+}
+
+# fio_terse_run FIO_ARGS...: one direct-I/O fio run; prints "iops kib_per_s
+# p99_us write_kib" from fio's terse (v3) output (fields 47-49 and the write
+# completion-latency percentile 99) of its first group.
+fio_terse_run() {
+    _t=$(fio --direct=1 --norandommap --randrepeat=1 --percentile_list=99 \
         --output-format=terse --terse-version=3 "$@" 2>/tmp/fio.err)
     _rc=$?
     if [ $_rc -ne 0 ] || [ -z "$_t" ]; then
         cat /tmp/fio.err >"$_CONSOLE"
-        fail "fio $* on $_dev failed ($_rc)"
+        fail "fio $* failed ($_rc)"
     fi
-    echo "$_t" | awk -F';' '$1 == 3 {
+    echo "$_t" | awk -F';' '$1 == 3 && !done {
         p99 = 0
         for (i = 59; i <= 78; i++) if ($i ~ /^99(\.0*)?%=/) { split($i, a, "="); p99 = a[2] }
-        printf "%s %s %s %s\n", $49, $48, p99, $47 }'
+        printf "%s %s %s %s\n", $49, $48, p99, $47; done = 1 }'
 }
 
-# bench_create NAME SECTORS LEGS LOG...: a mirror NAME over LEGS_0 and LEGS_1
-# (devices made by make_legs LEGS); LOG as for lib.sh's mirror_table.
+# fio_multi SECONDS FIO_ARGS... -- DEV...: one time-bounded direct-write fio
+# run with one job per DEV, all at once, reported as one group; prints
+# "iops kib_per_s p99_us write_kib" of the aggregate (p99 over every job's
+# completions).
+fio_multi() {
+    _secs=$1
+    shift
+    _args=""
+    while [ "$1" != -- ]; do _args="$_args $1"; shift; done
+    shift
+    _jobs=""
+    _j=0
+    for _d in "$@"; do _jobs="$_jobs --name=m$_j --filename=$_d"; _j=$((_j + 1)); done
+    # shellcheck disable=SC2086
+    fio_terse_run --group_reporting --time_based --runtime="$_secs" $_args $_jobs
+}
+
+# bench_create NAME SECTORS OFFSET LOG...: a mirror NAME of SECTORS whose legs
+# are the two leg disks (LEG0, LEG1: whole virtio disks, as a user's mirror
+# legs are single devices) from sector OFFSET; LOG as for lib.sh's
+# mirror_table.
 bench_create() {
     _bname=$1
     _bsec=$2
-    _blegs=$3
+    _boff=$3
     shift 3
-    _bt=$(mirror_table "$_blegs" "$_bsec" "$@")
+    _bt=$(MIRROR_LEGS="$LEG0 $_boff $LEG1 $_boff" mirror_table "$_bname" "$_bsec" "$@")
     log "create $_bname: $_bt"
     run dmsetup create "$_bname" --table "$_bt" >/dev/null
     [ -b "/dev/mapper/$_bname" ] || run dmsetup mknodes "$_bname" >/dev/null
@@ -137,19 +161,6 @@ wait_sync_event() {
         [ "$(now_ds)" -lt "$_deadline" ] || fail "resync of $1 not done after $2 s: $_r"
         timeout "$2" dmsetup wait "$1" "$_ev" >/dev/null 2>&1
     done
-}
-
-# alias_leg NAME SECTORS DISK START: /dev/mapper/NAME, a dm-linear device of
-# SECTORS made of PHYS-sector segments (default 1 GiB) that all map DISK from
-# START: a device as large as wanted over little storage.
-alias_leg() {
-    awk -v total="$2" -v phys="${PHYS:-2097152}" -v disk="$3" -v start="$4" 'BEGIN {
-        for (o = 0; o < total; o += phys) {
-            len = (total - o < phys) ? total - o : phys
-            printf "%.0f %.0f linear %s %.0f\n", o, len, disk, start
-        } }' >/tmp/alias.table
-    run dmsetup create "$1" </tmp/alias.table >/dev/null
-    [ -b "/dev/mapper/$1" ] || run dmsetup mknodes "$1" >/dev/null
 }
 
 # The null responder (tests/bench/responder.rs), when initramfs/bench.sh

@@ -8,9 +8,9 @@
 # initramfs/bench.sh does); job: dmulogd.probe_job (default randw_qd1),
 # seconds: dmulogd.probe_secs (default 2). A second run per configuration
 # counts the daemon's system calls per request (raw_syscalls events).
-# Mirror size: dmulogd.probe_regions (default 16384; 512 KiB regions, legs
-# aliased on 1 GiB as in bench.sh). Boot it by hand with three disks
-# (2 GiB, 2 GiB, 64 MiB), e.g.
+# Mirror size: dmulogd.probe_regions (default 16384; 512 KiB regions; the legs
+# are the first two disks, whole, as in bench.sh). Boot it by hand with three
+# sparse disks (8 TiB, 8 TiB, 64 MiB: truncate -s), e.g.
 #   BOOT_MEM=1024M BOOT_APPEND="dmulogd.probe=ucore,udisk" \
 #     initramfs/boot.sh IMAGE bench_probe a.img b.img c.img
 . /scenarios/lib.sh
@@ -28,9 +28,8 @@ echo 32768 >$T/buffer_size_kb
 start_daemon
 DPID=$(daemon_pid)
 null_setup
-make_legs phys 2097152
-alias_leg p_0 $((N * REGION)) "$(disk_n 0)" 2048
-alias_leg p_1 $((N * REGION)) "$(disk_n 1)" 2048
+LEG0=$(disk_n 0)
+LEG1=$(disk_n 1)
 carve p_log 8192 "$(disk_n 2)"
 zero_dev /dev/mapper/p_log
 ENGINE=$(fio_engine)
@@ -46,7 +45,7 @@ for cfg in $CFGS; do
         *) use_server dmulogd ;;
     esac
     log_args $cfg /dev/mapper/p_log $REGION nosync
-    bench_create mp $((N * REGION)) p $LOGARGS
+    bench_create mp $((N * REGION)) 0 $LOGARGS
     echo 0 >$T/tracing_on
     echo nop >$T/current_tracer
     echo >$T/trace

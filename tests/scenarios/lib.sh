@@ -333,7 +333,8 @@ zero_dev() {
 #   mirror_table m0 131072 userspace UUID disk /dev/mapper/m0_log 1024
 # For userspace logs the count covers UUID, integrated_flush, the log type, its
 # own count and its args; the inner log type gets the count of its own args.
-# MIRROR_FEATURES (e.g. "1 handle_errors") is appended.
+# MIRROR_FEATURES (e.g. "1 handle_errors") is appended. MIRROR_LEGS, when set,
+# replaces the legs' words ("DEV0 OFFSET0 DEV1 OFFSET1"; NAME then only names).
 mirror_table() {
     _name=$1
     _sectors=$2
@@ -357,7 +358,7 @@ mirror_table() {
         shift
         _log="$_type $# $*"
     fi
-    echo "0 $_sectors mirror $_log 2 /dev/mapper/${_name}_0 0 /dev/mapper/${_name}_1 0${MIRROR_FEATURES:+ $MIRROR_FEATURES}"
+    echo "0 $_sectors mirror $_log 2 ${MIRROR_LEGS:-/dev/mapper/${_name}_0 0 /dev/mapper/${_name}_1 0}${MIRROR_FEATURES:+ $MIRROR_FEATURES}"
 }
 
 # create_mirror NAME SECTORS LOGTYPE LOGARGS...: dmsetup create with mirror_table.
