@@ -194,8 +194,16 @@ impl Engine {
         };
         let mut ops: heapless::Vec<AioOp, MAX_LEGS> = heapless::Vec::new();
         match step {
-            Step::Write { offset, len } => {
-                let _ = ops.push(AioOp::Write { offset, len });
+            Step::Write {
+                offset,
+                len,
+                durable,
+            } => {
+                let _ = ops.push(AioOp::Write {
+                    offset,
+                    len,
+                    durable,
+                });
             }
             Step::Read { offset, len } => {
                 let _ = ops.push(AioOp::Read { offset, len });

@@ -473,7 +473,12 @@ impl DiskStore {
     }
 
     /// Renders blocks `span.0..span.1` into `buf` and takes them off the
-    /// dirty set: a change from now on is in a later write.
+    /// dirty set: a change from now on is in a later write. The only write
+    /// of a plan that needs the device cache flushed is made durable
+    /// itself (FUA) and ends the plan: one request instead of a write and
+    /// a cache flush, on the path of every marking FLUSH. With several
+    /// writes the plan keeps its cache flush, which covers them all (a
+    /// FUA write covers only itself).
     fn render_span(
         &mut self,
         clean: &Bitmap,
@@ -485,10 +490,22 @@ impl DiskStore {
         let len = ((span.1 - span.0) << self.block_shift) as usize;
         self.render(clean, sync, offset, &mut buf[..len]);
         self.dirty_blocks.clear_range(span.0, span.1);
+        let durable = self.plan.device_flush
+            && !self.plan.wrote
+            && self.dirty_blocks.find_next_one(span.1) >= self.dirty_blocks.len();
+        if durable {
+            self.io.flushes += 1;
+            self.plan.phase = Phase::Done;
+        }
+        self.plan.wrote = true;
         self.plan.span = span;
         self.plan.cursor = span.1;
         self.io.writes += 1;
-        Step::Write { offset, len }
+        Step::Write {
+            offset,
+            len,
+            durable,
+        }
     }
 
     /// The outcome of the step in flight. A read's bytes are in `buf`; its
@@ -527,7 +544,7 @@ impl DiskStore {
             (Step::LegFlush, Ok(())) => {}
             (Step::LegFlush, Err(e)) => self.legs_failed(clean, e),
             (Step::Write { .. }, Ok(())) => {}
-            (Step::Write { offset, len }, Err(e)) => {
+            (Step::Write { offset, len, .. }, Err(e)) => {
                 let span = self.plan.span;
                 self.dirty_blocks.set_range(span.0, span.1);
                 self.write_failed = true;
@@ -677,8 +694,14 @@ impl DiskStore {
 pub enum Step {
     /// Flush the volatile cache of every leg of the mirror.
     LegFlush,
-    /// Write the first `len` bytes of the staging buffer at `offset`.
-    Write { offset: u64, len: usize },
+    /// Write the first `len` bytes of the staging buffer at `offset`;
+    /// `durable`: durable when done (a FUA write), standing for the plan's
+    /// cache flush when it is the plan's only write.
+    Write {
+        offset: u64,
+        len: usize,
+        durable: bool,
+    },
     /// Flush the log device's volatile cache.
     DeviceFlush,
     /// Read `len` bytes at `offset` into the staging buffer.
@@ -717,7 +740,17 @@ pub fn run_step(
             Some(legs) => mirrors.flush(legs).map_err(StepError::Legs),
             None => Err(StepError::Legs(MirrorError::NotFound)),
         },
-        Step::Write { offset, len } => device.write_all_at(&buf[..len], offset).map_err(errno),
+        Step::Write {
+            offset,
+            len,
+            durable,
+        } => {
+            device.write_all_at(&buf[..len], offset).map_err(errno)?;
+            if durable {
+                device.sync().map_err(errno)?;
+            }
+            Ok(())
+        }
         Step::DeviceFlush => device.sync().map_err(errno),
         Step::Read { offset, len } => device.read_exact_at(&mut buf[..len], offset).map_err(errno),
     }
@@ -748,6 +781,8 @@ struct Plan {
     in_flight: Option<Step>,
     /// The blocks of the write in flight, dirty again if it fails.
     span: (u64, u64),
+    /// A write of this plan was rendered.
+    wrote: bool,
     /// A clear that this plan cannot keep dirty came since its last leg
     /// flush (the pending-clear list was full, or a mark was pending).
     clears_since_leg_flush: bool,
@@ -766,6 +801,7 @@ impl Plan {
             cursor: 0,
             in_flight: None,
             span: (0, 0),
+            wrote: false,
             clears_since_leg_flush: false,
             error: None,
             sync_mode: SyncMode::Default,

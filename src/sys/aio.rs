@@ -116,8 +116,15 @@ impl Drop for SlotBuffers {
 pub enum AioOp {
     /// Reads `len` bytes at `offset` into the slot's buffer.
     Read { offset: u64, len: usize },
-    /// Writes the first `len` bytes of the slot's buffer at `offset`.
-    Write { offset: u64, len: usize },
+    /// Writes the first `len` bytes of the slot's buffer at `offset`;
+    /// `durable`: with RWF_DSYNC, which on an O_DIRECT block device is a
+    /// FUA write (block/fops.c dio_bio_write_op): durable when it
+    /// completes, with no separate cache flush.
+    Write {
+        offset: u64,
+        len: usize,
+        durable: bool,
+    },
     /// fdatasync: the device's volatile cache flush.
     DataSync,
     /// fsync (of a leg's block device).
@@ -235,20 +242,20 @@ impl AioContext {
         let mut iocbs: [Iocb; MAX_PER_SUBMIT] = Default::default();
         let mut ptrs: [*mut Iocb; MAX_PER_SUBMIT] = [core::ptr::null_mut(); MAX_PER_SUBMIT];
         for (i, (fd, op)) in ops.iter().enumerate() {
-            let (opcode, buf, nbytes, offset) = match *op {
-                AioOp::Read { offset, len } | AioOp::Write { offset, len } => {
+            let (opcode, buf, nbytes, offset, rw_flags) = match *op {
+                AioOp::Read { offset, len } | AioOp::Write { offset, len, .. } => {
                     if len > STAGING_LEN {
                         return Err(Errno::EINVAL);
                     }
-                    let opcode = if matches!(op, AioOp::Read { .. }) {
-                        IOCB_CMD_PREAD
-                    } else {
-                        IOCB_CMD_PWRITE
+                    let (opcode, rw_flags) = match *op {
+                        AioOp::Write { durable: true, .. } => (IOCB_CMD_PWRITE, libc::RWF_DSYNC),
+                        AioOp::Write { .. } => (IOCB_CMD_PWRITE, 0),
+                        _ => (IOCB_CMD_PREAD, 0),
                     };
-                    (opcode, base, len as u64, offset as i64)
+                    (opcode, base, len as u64, offset as i64, rw_flags)
                 }
-                AioOp::DataSync => (IOCB_CMD_FDSYNC, 0, 0, 0),
-                AioOp::Sync => (IOCB_CMD_FSYNC, 0, 0, 0),
+                AioOp::DataSync => (IOCB_CMD_FDSYNC, 0, 0, 0, 0),
+                AioOp::Sync => (IOCB_CMD_FSYNC, 0, 0, 0, 0),
             };
             iocbs[i] = Iocb {
                 aio_data: ((slot as u64) << TOKEN_INDEX_BITS) | i as u64,
@@ -257,6 +264,7 @@ impl AioContext {
                 aio_buf: buf,
                 aio_nbytes: nbytes,
                 aio_offset: offset,
+                aio_rw_flags: rw_flags,
                 aio_flags: IOCB_FLAG_RESFD,
                 aio_resfd: self.eventfd.as_raw_fd() as u32,
                 ..Iocb::default()

@@ -135,6 +135,7 @@ measure() {
     log_args "$m_cfg" "$m_logdev" $REGION nosync
     # shellcheck disable=SC2086
     bench_create m $m_sectors 0 $LOGARGS
+    prime /dev/mapper/m
     m_r0=0 m_r1=0 m_c0=0 m_c1=0
     if is_userspace "$m_cfg"; then
         [ "$m_job" = randw_qd1 ] && [ "$m_round" = 1 ] && [ "$m_cfg" != null ] && mem_line $m_cfg $m_n
@@ -184,6 +185,7 @@ multi() {
         # shellcheck disable=SC2086
         bench_create mm$u_i $((SMALL * REGION)) $((u_i * SMALL * REGION)) $LOGARGS
         u_devs="$u_devs /dev/mapper/mm$u_i"
+        prime /dev/mapper/mm$u_i
         u_i=$((u_i + 1))
     done
     u_r0=0 u_r1=0 u_c0=0 u_c1=0

@@ -124,6 +124,18 @@ bench_create() {
     [ -b "/dev/mapper/$_bname" ] || run dmsetup mknodes "$_bname" >/dev/null
 }
 
+# prime DEV: one 4 KiB direct write at the start of a new mirror, before it
+# is measured. For a userspace log the kernel asks IS_REMOTE_RECOVERING at
+# the first write (its in_sync_hint starts at 0) and answers "recovering"
+# by itself while any other userspace-log mirror asked within the last
+# 250 ms (userspace_is_remote_recovering: one static limit for all of
+# them), which dm-raid1 retries after 200 ms: mirrors that start at once
+# take their first writes ~0.4 s apart. Once per mirror, whatever the
+# server; the benchmark measures what follows.
+prime() {
+    run dd if=/dev/zero of="$1" bs=4k count=1 oflag=direct >/dev/null
+}
+
 # log_args CONFIG LOGDEV REGION [sync|nosync]: sets LOGARGS to the
 # mirror_table log words of one benchmark configuration:
 #   kcore     the kernel's core log          kdisk     the kernel's disk log
