@@ -58,6 +58,11 @@ pub struct Engine {
     count: usize,
     /// AIO refused a request and it ran synchronously: said once.
     sync_fallback_logged: bool,
+    /// The completion eventfd became readable since the last reap. Reaping
+    /// costs two system calls (the eventfd read, io_getevents), so it
+    /// waits for the poll to say there is something: while one log
+    /// device hangs, every request of the other logs would pay them.
+    signalled: bool,
 }
 
 impl Engine {
@@ -71,6 +76,7 @@ impl Engine {
             done: VecDeque::with_capacity(slots),
             count: 0,
             sync_fallback_logged: false,
+            signalled: false,
         }
     }
 
@@ -284,9 +290,19 @@ impl Engine {
         }
     }
 
-    /// Collects what completed since the last call, without waiting.
+    /// The poll saw the completion eventfd readable (edge-triggered: the
+    /// next `poll` reaps everything there is).
+    pub fn note_ready(&mut self) {
+        self.signalled = true;
+    }
+
+    /// Collects what completed since the last call, without waiting; with
+    /// AIO, only after `note_ready`.
     pub fn poll(&mut self) {
         if self.count == 0 {
+            return;
+        }
+        if matches!(self.backend, Backend::Aio(_)) && !std::mem::take(&mut self.signalled) {
             return;
         }
         let Engine {

@@ -91,12 +91,13 @@ pub fn run(server: &mut Server, socket: &ConnectorSocket, signals: &SignalFd) ->
         for event in events.iter() {
             match event.token() {
                 NETLINK => readable = true,
+                LOG_IO => server.note_io_ready(),
                 SIGNALS if drain_signals(server, signals)? => return Ok(()),
                 _ => {}
             }
         }
-        // Completions are taken on every wake: cheap, and the eventfd is
-        // edge-triggered.
+        // Completions are taken when the eventfd said so (edge-triggered:
+        // all of them).
         send_completions(server, socket, &mut tx);
         if server.io_in_flight() {
             server.check_stalls();

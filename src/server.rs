@@ -176,6 +176,11 @@ impl Server {
         &self.engine
     }
 
+    /// The poll saw log device completions waiting (see Engine::note_ready).
+    pub fn note_io_ready(&mut self) {
+        self.engine.note_ready();
+    }
+
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
