@@ -13,16 +13,33 @@ use crate::wire::ulog::{self, MAX_UUID_LEN, RequestType};
 /// resend per 15 s (DM_ULOG_RETRY_TIMEOUT) of each while the device hangs.
 pub const PARKED_PER_LOG: usize = 8;
 
-/// A request waiting for its log's device work; its reply is built from
-/// the header kept here.
+/// A request waiting for its log's device work: what its reply's header
+/// needs besides the log's uuid (32 bytes rather than the 160 of the
+/// header: the FIFOs of every registry entry are locked in memory).
 #[derive(Clone)]
 pub struct Parked {
     pub kind: RequestType,
-    pub header: [u8; ulog::HEADER_LEN],
+    pub luid: u64,
+    pub version: u32,
+    pub seq: u32,
+    pub request_type_field: u32,
     pub cn_seq: u32,
 }
 
 impl Parked {
+    /// The request header its reply repeats, the uuid field rebuilt from
+    /// `uuid` (NUL-padded, as the kernel sends it).
+    pub fn header(&self, uuid: &[u8]) -> [u8; ulog::HEADER_LEN] {
+        let mut header = [0u8; ulog::HEADER_LEN];
+        let mut req = ulog::UlogRequest::new_unchecked(&mut header[..]);
+        req.set_luid(self.luid);
+        req.set_uuid(uuid);
+        req.set_version(self.version);
+        req.set_seq(self.seq);
+        req.set_request_type_field(self.request_type_field);
+        header
+    }
+
     /// The device work the request asks for.
     pub fn work(&self) -> Work {
         match self.kind {
@@ -214,7 +231,31 @@ fn same_uuid(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::same_uuid;
+    use super::{Parked, same_uuid};
+    use crate::wire::frame::{self, REQUEST_OFFSET};
+    use crate::wire::ulog::{HEADER_LEN, RequestType};
+
+    #[test]
+    fn a_parked_request_gives_back_the_header_it_came_with() {
+        let uuid = b"LVM-parked-request-uuid";
+        let mut datagram = [0u8; 512];
+        let n = frame::emit_request(&mut datagram, 77, 0x1122_3344_5566_7788, uuid, 9, 12, &[]);
+        let req = frame::parse_request(&datagram[..n]).unwrap();
+        let parked = Parked {
+            kind: RequestType::Flush,
+            luid: req.luid,
+            version: req.version,
+            seq: req.seq,
+            request_type_field: req.request_type_field,
+            cn_seq: req.cn_seq,
+        };
+        assert_eq!(
+            parked.header(uuid),
+            datagram[REQUEST_OFFSET..REQUEST_OFFSET + HEADER_LEN]
+        );
+        // Eight of them per registry entry, every entry locked in memory.
+        assert!(size_of::<Parked>() <= 32);
+    }
 
     #[test]
     fn uuids_compare_by_every_byte() {

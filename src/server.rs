@@ -383,11 +383,12 @@ impl Server {
     /// would make dm_consult_userspace resend at once, in a busy loop for
     /// as long as the device hangs.
     fn park(&mut self, index: usize, kind: RequestType, req: &Request<'_>) -> Answer {
-        let mut header = [0u8; crate::wire::ulog::HEADER_LEN];
-        header.copy_from_slice(&req.header[..crate::wire::ulog::HEADER_LEN]);
         let parked = Parked {
             kind,
-            header,
+            luid: req.luid,
+            version: req.version,
+            seq: req.seq,
+            request_type_field: req.request_type_field,
             cn_seq: req.cn_seq,
         };
         let entry = self.registry.get_mut(index);
@@ -486,7 +487,7 @@ impl Server {
                     let error = result.err().map_or(0, |e| -(e as i32));
                     let n = frame::emit_reply(
                         &mut self.reply[..],
-                        &parked.header,
+                        &parked.header(&entry.uuid),
                         parked.cn_seq,
                         error,
                         0,
