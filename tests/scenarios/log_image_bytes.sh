@@ -37,7 +37,7 @@ check_image() {
         echo "$_got" | tr ' ' '\n' | sed '1d' >/tmp/got
         echo "$EXPECTED" | tr ' ' '\n' | sed '1d' >/tmp/want
         log "$1: bytes differing from the fixed image (byte: got want):"
-        paste /tmp/got /tmp/want | awk '$1 != $2 { print NR - 1 ": " $1 " " $2 }' | head -n 40 >"$_CONSOLE"
+        paste /tmp/got /tmp/want | awk '$1 != $2 { print NR - 1 ": " $1 " " $2 }' | head -n 40 >>"$_CONSOLE"
         fail_held "$1 wrote another disk image than the fixed bytes"
     fi
     log "$1: the log device holds the fixed image (header $(log_header $LOG), $(log_clean_count $LOG $NR)/$NR clean)"
