@@ -82,8 +82,10 @@ hang_dump() {
         for _s in /proc/[0-9]*/stat; do
             _d=${_s%/stat}
             read -r _pid _comm _state _rest 2>/dev/null <"$_s" || continue
-            [ -s "$_d/cmdline" ] || [ "$_state" = D ] || continue
-            echo "$_pid $_comm $_state $(cat "$_d/wchan" 2>/dev/null) $(tr '\0' ' ' <"$_d/cmdline" 2>/dev/null | cut -c1-100)"
+            # (test -s is no use: /proc files have size 0)
+            _cmd=$(tr '\0' ' ' 2>/dev/null <"$_d/cmdline" | cut -c1-100)
+            [ -n "$_cmd" ] || [ "$_state" = D ] || continue
+            echo "$_pid $_comm $_state $(cat "$_d/wchan" 2>/dev/null) $_cmd"
         done
         echo "=== kernel stacks of blocked tasks"
         for _s in /proc/[0-9]*/stat; do
