@@ -19,9 +19,10 @@
 # group is killed when it ends, so a failed part's background load (fio
 # loops, samplers) cannot outlive it. A watchdog turns a hang into a FAIL:
 # a part still running after dmulogd.part_timeout=SECS (default 300), or a
-# reset still running after 120 s, dumps what can be read without waiting on
-# a log (dmsetup status would wait for the daemon forever when it is gone) to
-# the console and powers off with a FAIL naming the part.
+# reset still running after 120 s, dumps to the console what can be read
+# without waiting on a log (dmsetup status, which would wait forever for a
+# daemon that is gone, runs in the background for 5 s) and powers off with a
+# FAIL naming the part.
 . /scenarios/lib.sh
 
 parts=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^dmulogd\.parts=//p' | tr , ' ')
@@ -97,6 +98,15 @@ hang_dump() {
         done
         echo "=== dmsetup table"
         dmsetup table 2>&1
+        # Does the daemon still answer? A status in the background (it may
+        # never return) and the daemon's SIGUSR1 summary, both seen in the
+        # kernel log below.
+        echo "=== dmsetup status (background, 5 s)"
+        dmsetup status >/tmp/hang.status 2>&1 &
+        _dp=$(cat "$DMULOGD_PIDFILE" 2>/dev/null)
+        [ -z "$_dp" ] || kill -USR1 "$_dp" 2>/dev/null
+        sleep 5
+        cat /tmp/hang.status
         echo "=== kernel log, last 150 lines (dm-ulogd logs there under --daemon)"
         dmesg | tail -150
         if [ -s "$DMULOGD_LOG" ]; then
