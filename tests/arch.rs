@@ -5,7 +5,8 @@
 //!
 //! Each architecture runs `CORE_SET` in one boot (tests/scenarios/parts.sh
 //! runs the unchanged scenarios one after the other; a boot under TCG costs
-//! 10-20 s). The x86_64 build runs `log_image_bytes` too, so that every
+//! 10-20 s); i686 in two, which balances the two test threads (see the test
+//! order below). The x86_64 build runs `log_image_bytes` too, so that every
 //! architecture is held to the same fixed disk image bytes.
 //!
 //! The binaries come from initramfs/build-arch.sh (cargo with the targets of
@@ -42,8 +43,12 @@ const CORE_SET: &[&str] = &[
     "log_image_bytes",
     "integrated_flush",
     "bad_tables",
-    "kill_core",
+    KILL_CORE,
 ];
+
+/// SIGKILL and restart under load: i686 runs it in a boot of its own; not
+/// run on s390x until its hang there is understood.
+const KILL_CORE: &str = "kill_core";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Arch {
@@ -198,11 +203,12 @@ fn image(arch: Arch) -> &'static Path {
     }
 }
 
-/// Boots `arch`'s kernel once and runs `parts` (tests/scenarios/parts.sh);
-/// panics unless every part passed.
-fn run_parts(arch: Arch, parts: &[&str]) {
+/// Boots `arch`'s kernel once and runs `parts` (tests/scenarios/parts.sh)
+/// in the directory `label` (disks, console); panics unless every part
+/// passed.
+fn run_parts(arch: Arch, label: &str, parts: &[&str]) {
     let image = image(arch);
-    let dir = work_dir().join(arch.name());
+    let dir = work_dir().join(label);
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
     let disks: Vec<PathBuf> = (0..2)
@@ -246,7 +252,7 @@ fn run_parts(arch: Arch, parts: &[&str]) {
         .filter(|l| l.starts_with("parts: ") && !l.starts_with("parts: ==="))
         .collect();
     for r in &results {
-        eprintln!("arch test {}: {}", arch.name(), &r["parts: ".len()..]);
+        eprintln!("arch test {label}: {}", &r["parts: ".len()..]);
     }
     let passed = text.lines().any(|l| l == "DMULOGD-RESULT: PASS");
     let every_part = parts.iter().all(|p| {
@@ -254,7 +260,7 @@ fn run_parts(arch: Arch, parts: &[&str]) {
         results.iter().any(|r| r.starts_with(&line))
     });
     if status.success() && passed && every_part {
-        eprintln!("arch test {}: PASS in {elapsed:.1} s", arch.name());
+        eprintln!("arch test {label}: PASS in {elapsed:.1} s");
         if std::env::var_os("DMULOGD_KEEP").is_none() {
             let _ = fs::remove_dir_all(&dir);
         }
@@ -267,8 +273,7 @@ fn run_parts(arch: Arch, parts: &[&str]) {
     let mut msg = String::new();
     let _ = writeln!(
         msg,
-        "{} failed after {elapsed:.1} s: {verdict} (boot.sh: {status})",
-        arch.name()
+        "{label} failed after {elapsed:.1} s: {verdict} (boot.sh: {status})"
     );
     let _ = writeln!(msg, "parts: {}", results.join("; "));
     let _ = writeln!(msg, "full console: {}", console_path.display());
@@ -278,39 +283,61 @@ fn run_parts(arch: Arch, parts: &[&str]) {
 }
 
 // libtest starts tests in the order of their names, as many at once as the
-// machine has cores (CI: two): the names put the longest boot (s390x) first.
+// machine has cores (CI: two). The names start the two longest boots first
+// (aarch64 about 190 s, s390x about 235 s with kill_core and 160 s
+// without, with image builds, TCG, measured with two at once), then i686 in two boots (about 105 s without kill_core,
+// 85 s with only it) and x86_64 (30 s), so that both threads end within
+// about 30 s of each other: about 335 s in all by those boot times; with
+// i686 in one boot the run took 410 s (its 180 s boot ran after aarch64's
+// on one thread while the other idled for over 100 s).
 
 /// Big-endian: the native-endian protocol and the little-endian disk log
 /// kept apart, on the s390x kernel (virtio-blk-ccw disks). Without
-/// kill_core for now: it passed standalone and in parts runs, but hung once
-/// inside this one-boot runner in a clean-clone CI run, with its output lost
-/// (busybox sed has no -u; fixed); until that hang is understood it would
-/// make the suite flaky.
+/// kill_core: it passes in about 90 s, but hung in 1 of 13 s390x boots of
+/// the core set (and once in CI): after the second kill both pattern writes
+/// (dd, one per mirror) stayed blocked in submit_bio_wait while dm-ulogd
+/// listened and no log request was outstanding; cause not known yet. A part
+/// that hangs fails after parts.sh's per-part watchdog (300 s) with a dump
+/// of the guest (processes, blocked tasks' kernel stacks, the kernel log
+/// with dm-ulogd's lines).
 #[test]
 fn big_endian_s390x_core_set() {
     let parts: Vec<&str> = CORE_SET
         .iter()
         .copied()
-        .filter(|&p| p != "kill_core")
+        .filter(|&p| p != KILL_CORE)
         .collect();
-    run_parts(Arch::S390x, &parts);
+    run_parts(Arch::S390x, "s390x", &parts);
 }
 
-/// The arm64 cloud kernel (-M virt, virtio-blk-pci disks).
+/// Little-endian arm64: the cloud kernel (-M virt, virtio-blk-pci disks).
 #[test]
-fn little_endian_aarch64_core_set() {
-    run_parts(Arch::Aarch64, CORE_SET);
+fn aarch64_little_endian_core_set() {
+    run_parts(Arch::Aarch64, "aarch64", CORE_SET);
 }
 
 /// A 32-bit daemon on the x86_64 kernel: the connector's netlink layout,
 /// 64-bit fields, recvmmsg/sendmmsg and mmap through the compat syscalls.
+/// The core set without kill_core, which `compat_i686_kill_core` runs in a
+/// boot of its own (see the test order above).
 #[test]
 fn compat_i686_core_set() {
-    run_parts(Arch::I686, CORE_SET);
+    let parts: Vec<&str> = CORE_SET
+        .iter()
+        .copied()
+        .filter(|&p| p != KILL_CORE)
+        .collect();
+    run_parts(Arch::I686, "i686", &parts);
+}
+
+/// The i686 daemon killed with SIGKILL and restarted under load.
+#[test]
+fn compat_i686_kill_core() {
+    run_parts(Arch::I686, "i686-kill_core", &[KILL_CORE]);
 }
 
 /// The x86_64 build writes the same fixed disk image bytes as the others.
 #[test]
 fn x86_64_log_image_bytes() {
-    run_parts(Arch::X86_64, &["log_image_bytes"]);
+    run_parts(Arch::X86_64, "x86_64", &["log_image_bytes"]);
 }

@@ -132,7 +132,7 @@ for m in m0 m1; do
     n=$(grep -c " $m " /tmp/samples)
     log "$m: lowest in-sync count over $n samples across the kills: $lo/$NR"
     if [ "$lo" != $NR ]; then
-        grep " $m " /tmp/samples | awk -v f=$NR '$3 + 0 != f' | head -5 >"$_CONSOLE"
+        grep " $m " /tmp/samples | awk -v f=$NR '$3 + 0 != f' | head -5 >>"$_CONSOLE"
         _ins=$(reconnect_trouble)
         fail "$m: in-sync count dropped to $lo/$NR across the kills, now $(sync_ratio $m) (-1: the status failed); regions in sync before a kill were reported out of sync${_ins:+; kernel: $_ins}"
     fi

@@ -7,7 +7,7 @@
 
 # bench_line KIND KEY=VALUE...: one result line on the console.
 bench_line() {
-    printf 'BENCH %s\n' "$*" >"$_CONSOLE"
+    printf 'BENCH %s\n' "$*" >>"$_CONSOLE"
 }
 
 # Time since boot in milliseconds.
@@ -42,7 +42,7 @@ smaps_lines() {
                                  h = $1 " " $2 " " ($6 == "" ? "[anon]" : $6); rss = 0; lck = 0 }
         $1 == "Rss:" { rss = $2 } $1 == "Locked:" { lck = $2 }
         END { if (h != "" && rss > 0) print "SMAPS " tag " " h " rss_kb=" rss " locked_kb=" lck }' \
-        "/proc/$DPID/smaps" >"$_CONSOLE"
+        "/proc/$DPID/smaps" >>"$_CONSOLE"
 }
 
 # The daemon's request counter, from its SIGUSR1 summary line
@@ -83,7 +83,7 @@ fio_terse_run() {
         --output-format=terse --terse-version=3 "$@" 2>/tmp/fio.err)
     _rc=$?
     if [ $_rc -ne 0 ] || [ -z "$_t" ]; then
-        cat /tmp/fio.err >"$_CONSOLE"
+        cat /tmp/fio.err >>"$_CONSOLE"
         fail "fio $* failed ($_rc)"
     fi
     echo "$_t" | awk -F';' '$1 == 3 && !done {

@@ -65,7 +65,7 @@ for cfg in $CFGS; do
             sub(/^ */, "", f); sub(/[ (].*/, "", f)
             c[f]++; s[f] += d; if (d > m[f]) m[f] = d; if (d > 10000) slow[f]++
         }
-        END { for (f in c) printf "PROBE %s %s calls=%d mean_us=%.1f max_us=%.0f over_10ms=%d total_ms=%.1f\n", cfg, f, c[f], s[f] / c[f], m[f], slow[f], s[f] / 1000 }' $T/trace | sort >/dev/console
+        END { for (f in c) printf "PROBE %s %s calls=%d mean_us=%.1f max_us=%.0f over_10ms=%d total_ms=%.1f\n", cfg, f, c[f], s[f] / c[f], m[f], slow[f], s[f] / 1000 }' $T/trace | sort >>/dev/console
     # Second run: the daemon's system calls (raw_syscalls enter and exit,
     # filtered on its pid), no function tracing: per request how many, and
     # per kind the mean time inside; "user" is the time between a syscall's
@@ -98,7 +98,7 @@ for cfg in $CFGS; do
             q = req ? req : 1
             printf "PROBE %s syscalls requests=%d per_request=%.2f user_us=%.1f", cfg, req, t / q, nuser ? user / nuser : 0
             for (k in c) printf " %s=%.2f/req,%.1fus", k, c[k] / q, d[k] / c[k]
-            printf "\n" }' $T/trace >/dev/console
+            printf "\n" }' $T/trace >>/dev/console
     remove_dev mp
 done
 use_server dmulogd

@@ -16,12 +16,14 @@ DMULOGD_LOG=${DMULOGD_LOG:-/tmp/dm-ulogd.log}
 DMULOGD_PIDFILE=${DMULOGD_PIDFILE:-/run/dm-ulogd.pid}
 DMULOGD_START=${DMULOGD_START:-daemon}
 _RESULT_LOCK=/run/dmulogd-result.lock
+# Always appended to (>>): parts.sh binds a regular file over /dev/console,
+# and a plain > truncated it at every line, so its forwarder lost lines.
 _CONSOLE=/dev/console
 [ -w "$_CONSOLE" ] || _CONSOLE=/dev/stdout
 
 # ---------------------------------------------------------------- messages
 
-log() { echo "[$(cut -d' ' -f1 /proc/uptime)] $*" >"$_CONSOLE"; }
+log() { echo "[$(cut -d' ' -f1 /proc/uptime)] $*" >>"$_CONSOLE"; }
 
 # Current time in tenths of a second since boot.
 now_ds() { awk '{ printf "%d\n", $1 * 10 }' /proc/uptime; }
@@ -42,8 +44,19 @@ dump_state() {
     {
         echo "=== dmsetup table"
         dmsetup table 2>&1
+        # A status waits for the daemon forever when it is gone or stuck:
+        # at most 10 s, in the background.
         echo "=== dmsetup status"
-        dmsetup status 2>&1
+        dmsetup status >/tmp/dump.status 2>&1 &
+        _ds=$!
+        _n=0
+        while kill -0 $_ds 2>/dev/null && [ $_n -lt 50 ]; do
+            sleep 0.2
+            _n=$((_n + 1))
+        done
+        cat /tmp/dump.status
+        kill -0 $_ds 2>/dev/null &&
+            echo "(dmsetup status has no answer after 10 s: a log request is waiting for dm-ulogd; listening: $(daemon_listening && echo yes || echo no))"
         echo "=== dmesg | tail -50"
         dmesg | tail -50
         if dmesg | grep -q 'dm-ulogd'; then
@@ -59,7 +72,7 @@ dump_state() {
             tail -50 /tmp/syslog
         fi
         echo "=== end of dump"
-    } >"$_CONSOLE" 2>&1
+    } >>"$_CONSOLE" 2>&1
 }
 
 # Kernel log lines that make a scenario fail even when everything else passed:
@@ -88,7 +101,7 @@ check_kernel_log() {
 fail() {
     if mkdir "$_RESULT_LOCK" 2>/dev/null; then
         dump_state
-        printf '\nDMULOGD-RESULT: FAIL %s\n' "$*" >"$_CONSOLE"
+        printf '\nDMULOGD-RESULT: FAIL %s\n' "$*" >>"$_CONSOLE"
         _power_off
         rmdir "$_RESULT_LOCK"
     fi
@@ -99,7 +112,7 @@ fail() {
 pass() {
     check_kernel_log
     if mkdir "$_RESULT_LOCK" 2>/dev/null; then
-        printf '\nDMULOGD-RESULT: PASS\n' >"$_CONSOLE"
+        printf '\nDMULOGD-RESULT: PASS\n' >>"$_CONSOLE"
         _power_off
         rmdir "$_RESULT_LOCK"
     fi
@@ -121,7 +134,7 @@ run() {
     _out=$("$@" 2>&1)
     _rc=$?
     if [ $_rc -ne 0 ]; then
-        echo "$_out" >"$_CONSOLE"
+        echo "$_out" >>"$_CONSOLE"
         fail "command failed ($_rc): $*"
     fi
     [ -n "$_out" ] && echo "$_out"
@@ -374,7 +387,7 @@ remove_dev() {
     _n=0
     while ! dmsetup remove "$1" >/tmp/remove.err 2>&1; do
         _n=$((_n + 1))
-        [ $_n -lt 20 ] || { cat /tmp/remove.err >"$_CONSOLE"; fail "dmsetup remove $1 failed"; }
+        [ $_n -lt 20 ] || { cat /tmp/remove.err >>"$_CONSOLE"; fail "dmsetup remove $1 failed"; }
         sleep 0.2
     done
 }
@@ -509,7 +522,7 @@ verify_load() {
             --verify=crc32c --do_verify=1 --verify_fatal=1 --randrepeat=0 \
             --output="/tmp/fio.$1" >/dev/null 2>&1; then
             echo "$1: fio job $_i failed" >>/tmp/load.fail
-            cat "/tmp/fio.$1" >"$_CONSOLE"
+            cat "/tmp/fio.$1" >>"$_CONSOLE"
             break
         fi
         _i=$((_i + 1))

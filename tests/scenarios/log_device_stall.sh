@@ -65,7 +65,7 @@ case $inflight in
     *" 0 I/O in flight"*|"") fail "the SIGUSR1 summary shows no I/O in flight for sa_log: '$inflight'" ;;
 esac
 wait_kmsg 'dm-ulogd\[.*has not completed after' 1 10 || fail "the stall of sa_log was not reported"
-dmesg | grep -E 'dm-ulogd\[.*has not completed after' | tail -1 >"$_CONSOLE"
+dmesg | grep -E 'dm-ulogd\[.*has not completed after' | tail -1 >>"$_CONSOLE"
 
 run dmsetup resume sa_log
 log "sa_log resumed after $(( ($(now_ds) - stall_t0) / 10 )) s"

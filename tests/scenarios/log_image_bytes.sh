@@ -37,7 +37,7 @@ check_image() {
         echo "$_got" | tr ' ' '\n' | sed '1d' >/tmp/got
         echo "$EXPECTED" | tr ' ' '\n' | sed '1d' >/tmp/want
         log "$1: bytes differing from the fixed image (byte: got want):"
-        paste /tmp/got /tmp/want | awk '$1 != $2 { print NR - 1 ": " $1 " " $2 }' | head -n 40 >"$_CONSOLE"
+        paste /tmp/got /tmp/want | awk '$1 != $2 { print NR - 1 ": " $1 " " $2 }' | head -n 40 >>"$_CONSOLE"
         fail_held "$1 wrote another disk image than the fixed bytes"
     fi
     log "$1: the log device holds the fixed image (header $(log_header $LOG), $(log_clean_count $LOG $NR)/$NR clean)"
@@ -57,7 +57,7 @@ hold_writes() {
     _dev=$1
     shift
     fio --filename="$_dev" --direct=1 --rw=write --bs=4k --size=4k --ioengine=psync \
-        --thread --output=/tmp/held.fio "$@" >/dev/null 2>&1 &
+        --thread --output=/tmp/held.fio "$@" >/tmp/held.err 2>&1 &
     held=$!
     # Polling the log device at once kept fio from issuing its writes for
     # over 60 s under TCG (measured, cause not known); 3 s first, it has not.
@@ -69,6 +69,13 @@ hold_writes() {
             for _r in $(seq 0 $((NR - 1))); do
                 [ "$(log_bit $LOG "$_r")" = 1 ] || _d="$_d $_r"
             done
+            # Is fio stuck, or did it exit? (This check failed twice on s390x
+            # with three guests on two host cores; which was not known.)
+            if kill -0 "$held" 2>/dev/null; then
+                log "fio (pid $held) still runs: $(cat "/proc/$held/wchan" 2>/dev/null); its threads: $(cat /proc/"$held"/task/*/wchan 2>/dev/null | tr '\n' ' ')"
+            else
+                log "fio exited: $(cat /tmp/held.err /tmp/held.fio 2>/dev/null | head -20)"
+            fi
             fail_held "not 8 regions dirty on the log device after 60 s: dirty$_d"
         fi
         sleep 0.5

@@ -67,7 +67,7 @@ t0=$(now_ds)
 fio --thread --rw=randwrite --bs=4k --direct=1 --ioengine=libaio --iodepth=4 \
     --size=128K --offset=512K --verify=crc32c --do_verify=1 --verify_fatal=1 --randrepeat=0 \
     --output=/tmp/fio.out $fio_jobs >/dev/null 2>&1 ||
-    { tail -40 /tmp/fio.out >"$_CONSOLE"; fail "fio over the $N mirrors failed (a write failed or did not verify)"; }
+    { tail -40 /tmp/fio.out >>"$_CONSOLE"; fail "fio over the $N mirrors failed (a write failed or did not verify)"; }
 log "fio: $N x 128 KiB written and verified in $(( ($(now_ds) - t0) / 10 )) s"
 
 t0=$(now_ds)

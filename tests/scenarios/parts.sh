@@ -14,10 +14,21 @@
 # keeps allocating fresh space (its /run/carve.* state is kept), so each part
 # sees never-written (zero) legs as on a fresh boot. After a failed part the
 # others still run; the verdict lists the failed parts.
+#
+# Each part runs in its own session (setsid), and the part's whole process
+# group is killed when it ends, so a failed part's background load (fio
+# loops, samplers) cannot outlive it. A watchdog turns a hang into a FAIL:
+# a part still running after dmulogd.part_timeout=SECS (default 300), or a
+# reset still running after 120 s, dumps to the console what can be read
+# without waiting on a log (dmsetup status, which would wait forever for a
+# daemon that is gone, runs in the background for 5 s) and powers off with a
+# FAIL naming the part.
 . /scenarios/lib.sh
 
 parts=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^dmulogd\.parts=//p' | tr , ' ')
 [ -n "$parts" ] || fail "parts: no dmulogd.parts=a,b,c on the kernel command line"
+part_timeout=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^dmulogd\.part_timeout=//p')
+part_timeout=${part_timeout:-300}
 exec 7>/dev/console
 failed=""
 for p in $parts; do
@@ -26,16 +37,30 @@ done
 
 # reset: what a fresh boot would give the next part.
 reset() {
+    # A part that failed between a kill and a restart leaves its logs without
+    # a daemon: removing them would wait forever for one. A new daemon takes
+    # them back from their state files.
+    if ! daemon_listening && [ -n "$(dmsetup table 2>/dev/null | grep ' mirror userspace ')" ]; then
+        echo "parts: no dm-ulogd serves the logs left behind: starting one to remove them" >&7
+        dm-ulogd --daemon --pidfile "$DMULOGD_PIDFILE" >>"$DMULOGD_LOG" 2>&1
+    fi
     # A failed part may leave a device suspended (a held leg): resume every
-    # device first, or removing a mirror above it waits forever.
+    # device first (a log's resume needs the daemon: started above), or
+    # removing a mirror above a suspended leg waits forever.
     for _d in $(dmsetup info -c --noheadings -o name 2>/dev/null); do
         dmsetup resume "$_d" >/dev/null 2>&1
     done
-    dmsetup remove_all >/dev/null 2>&1
-    if [ -n "$(dmsetup ls 2>/dev/null | grep -v 'No devices found')" ]; then
-        echo "parts: dm devices left behind: $(dmsetup ls)" >&7
-        return 1
-    fi
+    # A killed part's I/O may hold a device open until its log answers
+    # again: retry for 60 s.
+    _deadline=$(($(now_ds) + 600))
+    while dmsetup remove_all >/dev/null 2>&1
+        [ -n "$(dmsetup ls 2>/dev/null | grep -v 'No devices found')" ]; do
+        if [ "$(now_ds)" -ge "$_deadline" ]; then
+            echo "parts: dm devices left behind: $(dmsetup ls)" >&7
+            return 1
+        fi
+        sleep 0.5
+    done
     _p=$(cat "$DMULOGD_PIDFILE" 2>/dev/null)
     [ -z "$_p" ] || kill -9 "$_p" 2>/dev/null
     _deadline=$(($(now_ds) + 100))
@@ -48,7 +73,72 @@ reset() {
     dmesg -c >/dev/null
 }
 
-reset || fail "parts: cannot reset the guest before the first part"
+# hang_dump WHAT: what a hung part or reset left, read without touching a
+# log (dmsetup table and info answer from the kernel alone), to the console.
+hang_dump() {
+    {
+        echo "=== watchdog: $1"
+        echo "=== dm-ulogd listening: $(daemon_listening && echo yes || echo no), pid file: $(cat "$DMULOGD_PIDFILE" 2>/dev/null)"
+        echo "=== processes: pid, name, state, wchan, command (kernel threads only when blocked)"
+        for _s in /proc/[0-9]*/stat; do
+            _d=${_s%/stat}
+            read -r _pid _comm _state _rest 2>/dev/null <"$_s" || continue
+            # (test -s is no use: /proc files have size 0)
+            _cmd=$(tr '\0' ' ' 2>/dev/null <"$_d/cmdline" | cut -c1-100)
+            [ -n "$_cmd" ] || [ "$_state" = D ] || continue
+            echo "$_pid $_comm $_state $(cat "$_d/wchan" 2>/dev/null) $_cmd"
+        done
+        echo "=== kernel stacks of blocked tasks"
+        for _s in /proc/[0-9]*/stat; do
+            _d=${_s%/stat}
+            read -r _pid _comm _state _rest 2>/dev/null <"$_s" || continue
+            [ "$_state" = D ] || continue
+            echo "--- $_pid $_comm"
+            cat "$_d/stack" 2>/dev/null
+        done
+        echo "=== dmsetup table"
+        dmsetup table 2>&1
+        # Does the daemon still answer? A status in the background (it may
+        # never return) and the daemon's SIGUSR1 summary, both seen in the
+        # kernel log below.
+        echo "=== dmsetup status (background, 5 s)"
+        dmsetup status >/tmp/hang.status 2>&1 &
+        _dp=$(cat "$DMULOGD_PIDFILE" 2>/dev/null)
+        [ -z "$_dp" ] || kill -USR1 "$_dp" 2>/dev/null
+        sleep 5
+        cat /tmp/hang.status
+        echo "=== kernel log, last 150 lines (dm-ulogd logs there under --daemon)"
+        dmesg | tail -150
+        if [ -s "$DMULOGD_LOG" ]; then
+            echo "=== $DMULOGD_LOG, last 50 lines"
+            tail -50 "$DMULOGD_LOG"
+        fi
+        echo "=== end of watchdog dump"
+    } >&7 2>&1
+}
+
+# hung WHAT: the verdict for a hang; a reset after it could hang as well.
+hung() {
+    hang_dump "$1"
+    printf '\nDMULOGD-RESULT: FAIL parts: %s\n' "$1" >&7
+    sync
+    poweroff -f
+    sleep 60
+}
+
+# await PID SECONDS WHAT: wait for PID, at most SECONDS, then `hung WHAT`;
+# returns PID's exit status.
+await() {
+    _deadline=$(($(now_ds) + $2 * 10))
+    while kill -0 "$1" 2>/dev/null; do
+        [ "$(now_ds)" -lt "$_deadline" ] || hung "$3 still running after $2 s"
+        sleep 0.5
+    done
+    wait "$1"
+}
+
+reset &
+await $! 120 "the reset before the first part" || fail "parts: cannot reset the guest before the first part"
 for p in $parts; do
     : >/tmp/part.console
     echo "parts: === $p" >&7
@@ -63,9 +153,13 @@ for p in $parts; do
     tailer=$!
     mount --bind /tmp/part.console /dev/console || fail "parts: cannot bind /dev/console"
     t0=$(now_ds)
-    DMULOGD_SHELL=1 sh "/scenarios/$p.sh" </dev/null >/tmp/part.out 2>&1
+    DMULOGD_SHELL=1 setsid sh "/scenarios/$p.sh" </dev/null >/tmp/part.out 2>&1 &
+    part=$!
+    await $part "$part_timeout" "part $p"
     rc=$?
     t1=$(now_ds)
+    # What the part left running in the background (its own process group).
+    kill -9 -$part 2>/dev/null
     umount /dev/console
     sleep 0.3
     kill "$tailer" 2>/dev/null
@@ -78,7 +172,8 @@ for p in $parts; do
         echo "parts: $p FAIL (exit $rc) in $secs s" >&7
         failed="$failed $p"
     fi
-    reset || { failed="$failed (reset after $p)"; break; }
+    reset &
+    await $! 120 "the reset after part $p" || { failed="$failed (reset after $p)"; break; }
 done
 # The verdict to the real console (lib.sh writes to /dev/console, unbound now).
 [ -z "$failed" ] || fail "parts failed:$failed"

@@ -107,7 +107,7 @@ verify() {
     _div=$(wc -l </tmp/divergent.list)
     _divclean=$(awk 'NR == FNR { clean[$1] = 1; next } ($1 in clean)' /tmp/clean.list /tmp/divergent.list | wc -l)
     _first=$(head -16 /tmp/divergent.list | tr '\n' ',' | sed 's/,$//')
-    echo "POWERCUT-VERIFY log=$1 identical=$LEGS_IDENTICAL header=$(echo "$_h" | tr ' ' :) clean_before=$_clean divergent=$_div divergent_clean=$_divclean first=${_first:-none}" >"$_CONSOLE"
+    echo "POWERCUT-VERIFY log=$1 identical=$LEGS_IDENTICAL header=$(echo "$_h" | tr ' ' :) clean_before=$_clean divergent=$_div divergent_clean=$_divclean first=${_first:-none}" >>"$_CONSOLE"
 }
 
 load() {
@@ -142,7 +142,7 @@ load() {
         sleep 0.1
     done
     log "fio writing"
-    echo "POWERCUT-LOAD-STARTED log=$1" >"$_CONSOLE"
+    echo "POWERCUT-LOAD-STARTED log=$1" >>"$_CONSOLE"
     sleep 120
     fail "no power cut 120 s into the load"
 }

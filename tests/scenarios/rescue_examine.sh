@@ -28,7 +28,7 @@ examine_ok() {
 
 # has TEXT LINE: fail unless the report TEXT has the line LINE.
 has() {
-    echo "$1" | grep -qxF "$2" || { echo "$1" >"$_CONSOLE"; fail "examine report lacks '$2'"; }
+    echo "$1" | grep -qxF "$2" || { echo "$1" >>"$_CONSOLE"; fail "examine report lacks '$2'"; }
 }
 
 # refused DEV TEXT: exit 1, nothing on stdout, one line on stderr holding TEXT.
