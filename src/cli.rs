@@ -348,11 +348,13 @@ mod tests {
                 "{err:?}"
             );
         }
+        // 1T where a usize holds it, all of the address space on 32 bits.
+        let largest_budget = MEMORY_BUDGET_MAX.to_string();
         let Ok(Command::Run(o)) = run(&[
             "--max-logs",
             "65536",
             "--memory-budget",
-            "1T",
+            &largest_budget,
             "--rcvbuf",
             "1G",
         ]) else {
@@ -360,7 +362,7 @@ mod tests {
         };
         assert_eq!(
             (o.max_logs, o.memory_budget, o.rcvbuf),
-            (65536, 1 << 40, 1 << 30)
+            (65536, MEMORY_BUDGET_MAX, 1 << 30)
         );
     }
 }

@@ -15,4 +15,26 @@ cargo clippy --release --all-targets -- -D warnings
 echo "==> cargo build --release"
 cargo build --release
 echo "==> cargo test --release (unit, protocol, real-kernel)"
-cargo test --release
+cargo test --release --no-run
+# The Debian kernel, fetched once before any test builds an image with it.
+sh initramfs/fetch-kernel.sh >/dev/null
+# power_cut and bench_smoke boot one guest at a time: they run side by side,
+# one per core (power_cut's output follows when both are done). Every other
+# test program keeps both cores busy and runs alone, one after another.
+pair="power_cut bench_smoke"
+rest=""
+for f in tests/*.rs; do
+    t=$(basename "$f" .rs)
+    case " $pair " in *" $t "*) ;; *) rest="$rest --test $t" ;; esac
+done
+pc_log=$(mktemp)
+cargo test --release --test power_cut >"$pc_log" 2>&1 &
+pc=$!
+rc=0
+cargo test --release --test bench_smoke || rc=$?
+wait $pc || rc=$?
+cat "$pc_log"
+rm -f "$pc_log"
+[ $rc -eq 0 ] || exit $rc
+# shellcheck disable=SC2086
+cargo test --release --lib --bins $rest

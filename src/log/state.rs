@@ -184,11 +184,7 @@ impl StateDir {
         .ok()?;
         let mut header = [0u8; HEADER_LEN];
         File::from(fd).read_exact_at(&mut header, 0).ok()?;
-        let ctr_len = usize::from(u16::from_le_bytes([
-            header[field::CTR_LEN],
-            header[field::CTR_LEN + 1],
-        ]))
-        .min(MAX_CTR_LEN);
+        let ctr_len = len_field(&header, field::CTR_LEN).min(MAX_CTR_LEN);
         let mut ctr = heapless::Vec::new();
         ctr.extend_from_slice(&header[field::CTR..field::CTR + ctr_len])
             .ok()?;
@@ -302,14 +298,17 @@ fn u64_field(h: &[u8; HEADER_LEN], at: usize) -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// A 16-bit length field, as an index.
+fn len_field(h: &[u8; HEADER_LEN], at: usize) -> usize {
+    usize::from(u16::from_le_bytes([h[at], h[at + 1]]))
+}
+
 fn header_matches(h: &[u8; HEADER_LEN], id: &Identity<'_>) -> bool {
-    let u64_at = |at: usize| u64_field(h, at);
-    let u16_at = |at: usize| usize::from(u16::from_le_bytes([h[at], h[at + 1]]));
-    let uuid_len = u16_at(field::UUID_LEN);
-    let ctr_len = u16_at(field::CTR_LEN);
+    let uuid_len = len_field(h, field::UUID_LEN);
+    let ctr_len = len_field(h, field::CTR_LEN);
     &h[field::MAGIC..field::MAGIC + 8] == MAGIC
-        && u64_at(field::LUID) == id.luid
-        && u64_at(field::REGION_COUNT) == id.region_count
+        && u64_field(h, field::LUID) == id.luid
+        && u64_field(h, field::REGION_COUNT) == id.region_count
         && uuid_len <= MAX_UUID_LEN
         && ctr_len <= MAX_CTR_LEN
         && &h[field::UUID..field::UUID + uuid_len] == id.uuid
@@ -345,19 +344,16 @@ pub fn read_saved_log(path: &std::path::Path) -> Result<Option<SavedLog>, String
     if got < HEADER_LEN {
         return Err(format!("its header is cut short at {got} bytes"));
     }
-    let u64_at = |at: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&header[at..at + 8]);
-        u64::from_le_bytes(b)
-    };
-    let u16_at = |at: usize| usize::from(u16::from_le_bytes([header[at], header[at + 1]]));
-    let (uuid_len, ctr_len) = (u16_at(field::UUID_LEN), u16_at(field::CTR_LEN));
+    let (uuid_len, ctr_len) = (
+        len_field(&header, field::UUID_LEN),
+        len_field(&header, field::CTR_LEN),
+    );
     if uuid_len > MAX_UUID_LEN || ctr_len > MAX_CTR_LEN {
         return Err(format!(
             "its header names a {uuid_len}-byte uuid and a {ctr_len}-byte constructor string (at most {MAX_UUID_LEN} and {MAX_CTR_LEN})"
         ));
     }
-    let region_count = u64_at(field::REGION_COUNT);
+    let region_count = u64_field(&header, field::REGION_COUNT);
     let (clean_at, sync_at, total) = words_offset(bitmap::words_for(region_count));
     let len = file
         .metadata()
@@ -371,7 +367,7 @@ pub fn read_saved_log(path: &std::path::Path) -> Result<Option<SavedLog>, String
     let count =
         |at| count_bits_at(&file, at, region_count).map_err(|e| format!("cannot read it: {e}"));
     Ok(Some(SavedLog {
-        luid: u64_at(field::LUID),
+        luid: u64_field(&header, field::LUID),
         uuid: header[field::UUID..field::UUID + uuid_len].to_vec(),
         ctr: header[field::CTR..field::CTR + ctr_len].to_vec(),
         region_count,
