@@ -302,12 +302,7 @@ fn run_parts(arch: Arch, label: &str, parts: &[&str]) {
 /// with dm-ulogd's lines).
 #[test]
 fn big_endian_s390x_core_set() {
-    let parts: Vec<&str> = CORE_SET
-        .iter()
-        .copied()
-        .filter(|&p| p != KILL_CORE)
-        .collect();
-    run_parts(Arch::S390x, "s390x", &parts);
+    run_parts(Arch::S390x, "s390x", &core_set_without_kill_core());
 }
 
 /// Little-endian arm64: the cloud kernel (-M virt, virtio-blk-pci disks).
@@ -322,12 +317,15 @@ fn aarch64_little_endian_core_set() {
 /// boot of its own (see the test order above).
 #[test]
 fn compat_i686_core_set() {
-    let parts: Vec<&str> = CORE_SET
+    run_parts(Arch::I686, "i686", &core_set_without_kill_core());
+}
+
+fn core_set_without_kill_core() -> Vec<&'static str> {
+    CORE_SET
         .iter()
         .copied()
         .filter(|&p| p != KILL_CORE)
-        .collect();
-    run_parts(Arch::I686, "i686", &parts);
+        .collect()
 }
 
 /// The i686 daemon killed with SIGKILL and restarted under load.

@@ -156,21 +156,29 @@ measure() {
     remove_dev m
 }
 
-# For each mirror size and job: ROUNDS rounds over the five logs, the order
-# reversed every other round.
+# rounds CONFIGS REVERSED LABEL FUNCTION: FUNCTION CONFIG ROUND for every
+# configuration, ROUNDS rounds, the order reversed every other round.
+rounds() {
+    o_r=1
+    while [ $o_r -le "$ROUNDS" ]; do
+        if [ $((o_r % 2)) -eq 1 ]; then o_order=$1; else o_order=$2; fi
+        for o_cfg in $o_order; do
+            log "$3, round $o_r: $o_cfg"
+            "$4" "$o_cfg" "$o_r"
+        done
+        o_r=$((o_r + 1))
+    done
+}
+
+# measure_job CONFIG ROUND: `measure` of the current size and job.
+measure_job() { measure $size $n $logdev "$1" $job "$2"; }
+
+# For each mirror size and job: ROUNDS rounds over the logs.
 for spec in "small $SMALL bs_log" "large $LARGE bl_log"; do
     set -- $spec
     size=$1 n=$2 logdev=/dev/mapper/$3
     for job in $JOBS; do
-        r=1
-        while [ $r -le "$ROUNDS" ]; do
-            if [ $((r % 2)) -eq 1 ]; then order=$CONFIGS; else order=$REVERSED; fi
-            for cfg in $order; do
-                log "$size mirror, $job, round $r: $cfg"
-                measure $size $n $logdev $cfg $job $r
-            done
-            r=$((r + 1))
-        done
+        rounds "$CONFIGS" "$REVERSED" "$size mirror, $job" measure_job
     done
 done
 
@@ -205,15 +213,7 @@ multi() {
 }
 
 use_server dmulogd
-r=1
-while [ $r -le "$ROUNDS" ]; do
-    if [ $((r % 2)) -eq 1 ]; then order=$MULTI_CONFIGS; else order=$MULTI_REVERSED; fi
-    for cfg in $order; do
-        log "$MULTI mirrors at once, round $r: $cfg"
-        multi $cfg $r
-    done
-    r=$((r + 1))
-done
+rounds "$MULTI_CONFIGS" "$MULTI_REVERSED" "$MULTI mirrors at once" multi
 
 # resync CONFIG ROUND: time of a full resync of the RESYNC-region mirror.
 resync() {
@@ -239,15 +239,7 @@ resync() {
 }
 
 use_server dmulogd
-r=1
-while [ $r -le "$ROUNDS" ]; do
-    if [ $((r % 2)) -eq 1 ]; then order="kcore ucore"; else order="ucore kcore"; fi
-    for cfg in $order; do
-        log "resync round $r: $cfg"
-        resync $cfg $r
-    done
-    r=$((r + 1))
-done
+rounds "kcore ucore" "ucore kcore" "resync" resync
 
 # Memory: the daemon holding one core log of 1,000,000 regions (nosync, on
 # the leg disks).
