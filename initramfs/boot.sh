@@ -73,7 +73,9 @@ if [ "$timeout_s" -gt 60 ]; then
     gtimeout=$((timeout_s - 20))
 fi
 
-append="console=$console rdinit=/init panic=-1 quiet loglevel=4 dmulogd.scenario=$scenario dmulogd.disks=$n dmulogd.timeout=$gtimeout ${BOOT_APPEND:-}"
+# log_buf_len: the scenarios count kernel log lines (dm-ulogd's summaries,
+# reconnects); the default ring of 128 KiB wraps within a long benchmark.
+append="console=$console rdinit=/init panic=-1 quiet loglevel=4 log_buf_len=8M dmulogd.scenario=$scenario dmulogd.disks=$n dmulogd.timeout=$gtimeout ${BOOT_APPEND:-}"
 
 # Build the argument list in "$@" (POSIX sh has no arrays).
 i=0

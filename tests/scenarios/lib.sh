@@ -265,13 +265,20 @@ wait_kmsg() {
 }
 
 # daemon_summary ERE: signals dm-ulogd (SIGUSR1: a summary to /dev/kmsg
-# under --daemon), waits up to 10 s for one more kernel log line matching
-# ERE and prints the newest such line.
+# under --daemon), waits up to 10 s for a kernel log line matching ERE newer
+# than the newest one before (lines carry their time stamp; a count would
+# stall once the kernel's log ring wraps) and prints it.
 daemon_summary() {
-    _before=$(kmsg_count "$1")
+    _before=$(dmesg | grep -E "$1" | tail -1)
     kill -USR1 "$(daemon_pid)" || fail "cannot signal dm-ulogd"
-    wait_kmsg "$1" $((_before + 1)) 10 || fail "dm-ulogd logged no '$1' line within 10 s of SIGUSR1"
-    dmesg | grep -E "$1" | tail -1
+    _deadline=$(( $(now_ds) + 100 ))
+    while :; do
+        _last=$(dmesg | grep -E "$1" | tail -1)
+        [ -n "$_last" ] && [ "$_last" != "$_before" ] && break
+        [ "$(now_ds)" -lt "$_deadline" ] || fail "dm-ulogd logged no '$1' line within 10 s of SIGUSR1"
+        sleep 0.1
+    done
+    echo "$_last"
 }
 
 # log_device_writes: the writes dm-ulogd has issued to the device of its
