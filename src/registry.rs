@@ -5,6 +5,7 @@ use std::cell::Cell;
 use std::time::Instant;
 
 use crate::log::{DirtyLog, Work};
+use crate::wire::frame::Request;
 use crate::wire::ulog::{self, MAX_UUID_LEN, RequestType};
 
 /// Requests with device work that one log keeps waiting, in arrival order.
@@ -27,6 +28,18 @@ pub struct Parked {
 }
 
 impl Parked {
+    /// What a request of `kind` needs kept while it waits.
+    pub fn new(kind: RequestType, req: &Request<'_>) -> Self {
+        Parked {
+            kind,
+            luid: req.luid,
+            version: req.version,
+            seq: req.seq,
+            request_type_field: req.request_type_field,
+            cn_seq: req.cn_seq,
+        }
+    }
+
     /// The request header its reply repeats, the uuid field rebuilt from
     /// `uuid` (NUL-padded, as the kernel sends it).
     pub fn header(&self, uuid: &[u8]) -> [u8; ulog::HEADER_LEN] {
@@ -241,14 +254,7 @@ mod tests {
         let mut datagram = [0u8; 512];
         let n = frame::emit_request(&mut datagram, 77, 0x1122_3344_5566_7788, uuid, 9, 12, &[]);
         let req = frame::parse_request(&datagram[..n]).unwrap();
-        let parked = Parked {
-            kind: RequestType::Flush,
-            luid: req.luid,
-            version: req.version,
-            seq: req.seq,
-            request_type_field: req.request_type_field,
-            cn_seq: req.cn_seq,
-        };
+        let parked = Parked::new(RequestType::Flush, &req);
         assert_eq!(
             parked.header(uuid),
             datagram[REQUEST_OFFSET..REQUEST_OFFSET + HEADER_LEN]

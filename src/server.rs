@@ -383,14 +383,7 @@ impl Server {
     /// would make dm_consult_userspace resend at once, in a busy loop for
     /// as long as the device hangs.
     fn park(&mut self, index: usize, kind: RequestType, req: &Request<'_>) -> Answer {
-        let parked = Parked {
-            kind,
-            luid: req.luid,
-            version: req.version,
-            seq: req.seq,
-            request_type_field: req.request_type_field,
-            cn_seq: req.cn_seq,
-        };
+        let parked = Parked::new(kind, req);
         let entry = self.registry.get_mut(index);
         if entry.parked.is_full() {
             let started = if entry.working == Some(Owner::Head) {
