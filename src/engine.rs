@@ -17,16 +17,24 @@ use std::time::Instant;
 use nix::errno::Errno;
 
 use crate::log::device::LogDevice;
-use crate::log::disk::{self, Step, StepError};
+use crate::log::disk::{self, MAX_WRITE_SPANS, Step, StepError};
 use crate::mirrors::{LegSet, MAX_LEGS, MirrorError, Mirrors};
-use crate::sys::aio::{AioContext, AioOp, STAGING_LEN, SlotBuffers};
+use crate::sys::aio::{AioContext, AioOp, MAX_PER_SUBMIT, STAGING_LEN, SlotBuffers};
 
 /// The most requests the AIO context holds: a share of the default
-/// system-wide fs.aio-max-nr (65536). One step per log is in flight, a leg
-/// flush being the widest (one request per leg), so this covers hundreds of
-/// logs flushing their legs at once; a step the full context refuses runs
-/// synchronously (said once in the log).
+/// system-wide fs.aio-max-nr (65536). One step per log is in flight, of at
+/// most WIDEST_STEP requests, so this covers hundreds of logs at their
+/// widest at once; a step the full context refuses runs synchronously
+/// (said once in the log).
 const AIO_EVENTS_MAX: usize = 4096;
+
+/// Requests of the widest step: a leg flush (one per leg) or a batch of
+/// writes.
+const WIDEST_STEP: usize = if MAX_LEGS > MAX_WRITE_SPANS {
+    MAX_LEGS
+} else {
+    MAX_WRITE_SPANS
+};
 
 /// A step that completed: the slot and how it ended.
 pub type Completion = (usize, Result<(), StepError>);
@@ -88,7 +96,7 @@ impl Engine {
     /// Linux AIO for up to `slots` disk logs; synchronous I/O, said once
     /// in the log, when the kernel refuses an AIO context.
     pub fn asynchronous(slots: usize) -> Self {
-        let events = (slots * MAX_LEGS).clamp(MAX_LEGS, AIO_EVENTS_MAX) as u32;
+        let events = (slots * WIDEST_STEP).clamp(WIDEST_STEP, AIO_EVENTS_MAX) as u32;
         match AioContext::new(events) {
             Ok(ctx) => Self::with(Backend::Aio(Box::new(ctx)), slots),
             Err(e) => {
@@ -198,18 +206,17 @@ impl Engine {
                 return;
             }
         };
-        let mut ops: heapless::Vec<AioOp, MAX_LEGS> = heapless::Vec::new();
+        let mut ops: heapless::Vec<AioOp, MAX_PER_SUBMIT> = heapless::Vec::new();
         match step {
-            Step::Write {
-                offset,
-                len,
-                durable,
-            } => {
-                let _ = ops.push(AioOp::Write {
-                    offset,
-                    len,
-                    durable,
-                });
+            Step::Write { spans, durable } => {
+                for span in spans.as_slice() {
+                    let _ = ops.push(AioOp::Write {
+                        offset: span.offset,
+                        buf_offset: span.buf_offset,
+                        len: span.len,
+                        durable,
+                    });
+                }
             }
             Step::Read { offset, len } => {
                 let _ = ops.push(AioOp::Read { offset, len });
@@ -238,7 +245,8 @@ impl Engine {
             }
         }
         let device_fd = device.as_fd();
-        let mut with_fds: heapless::Vec<(BorrowedFd<'_>, AioOp), MAX_LEGS> = heapless::Vec::new();
+        let mut with_fds: heapless::Vec<(BorrowedFd<'_>, AioOp), MAX_PER_SUBMIT> =
+            heapless::Vec::new();
         for (i, &op) in ops.iter().enumerate() {
             let fd = match op {
                 AioOp::Sync => flight.leg_fds[i].as_fd(),
@@ -331,12 +339,14 @@ impl Engine {
                 let failed = if res < 0 {
                     Some(Errno::from_raw(-res as i32))
                 } else {
-                    match f.step {
-                        Step::Write { len, .. } | Step::Read { len, .. } if res as usize != len => {
-                            Some(Errno::EIO)
-                        }
+                    let expected = match f.step {
+                        Step::Write { spans, .. } => spans.as_slice().get(index).map(|s| s.len),
+                        Step::Read { len, .. } => Some(len),
                         _ => None,
-                    }
+                    };
+                    expected
+                        .filter(|&len| res as usize != len)
+                        .map(|_| Errno::EIO)
                 };
                 if let Some(errno) = failed
                     && f.error.is_none()

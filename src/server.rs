@@ -1244,6 +1244,7 @@ impl Server {
 fn step_name(step: Step) -> &'static str {
     match step {
         Step::LegFlush => "a cache flush of the mirror's legs",
+        Step::Write { spans, .. } if spans.as_slice().len() > 1 => "a batch of writes",
         Step::Write { .. } => "a write",
         Step::DeviceFlush => "a cache flush",
         Step::Read { .. } => "a read",

@@ -282,19 +282,49 @@ fn a_failed_write_re_dirties_its_blocks_and_the_next_flush_writes_them() {
     assert!(!clean_on_device(&d.devices[0], 3));
 }
 
+/// Regions whose bits lie 20 KiB apart on the device: separate writes
+/// (MERGE_GAP is 16 KiB).
+const FAR: u64 = 20 * 1024 * 8;
+
 #[test]
-fn a_flush_of_several_writes_ends_with_a_cache_flush_and_a_failed_one_leaves_the_marks_pending() {
-    // Bits 20 KiB apart: two writes (MERGE_GAP is 16 KiB).
-    let far = 20 * 1024 * 8;
-    let mut d = Daemon::with_regions("failed-cache-flush", far + 64);
-    d.now(A, MARK_REGION, &u64s(&[1, far]));
+fn a_flush_of_scattered_marks_writes_them_all_at_once_as_fua_writes() {
+    let mut d = Daemon::with_regions("scattered-marks", FAR + 64);
+    d.now(A, MARK_REGION, &u64s(&[1, FAR]));
+    // A failed batch leaves both blocks dirty: the next FLUSH writes both.
+    let failed = d.send_parked(A, FLUSH, &[]);
+    assert!(matches!(d.finish(0, true), Step::Write { .. }));
+    d.assert_answered(failed, -EIO);
+    let f = d.send_parked(A, FLUSH, &[]);
+    // One step of two writes, submitted together, each durable by itself:
+    // no cache flush follows.
+    let Step::Write { spans, durable } = d.finish(0, false) else {
+        panic!("expected one batch of writes");
+    };
+    assert!(durable);
+    let offsets: Vec<u64> = spans.as_slice().iter().map(|s| s.offset).collect();
+    assert_eq!(offsets, vec![1024, 1024 + FAR / 8]);
+    assert_eq!(spans.as_slice()[1].buf_offset, spans.as_slice()[0].len);
+    d.assert_answered(f, 0);
+    assert!(d.io.pending().is_empty());
+    assert!(!clean_on_device(&d.devices[0], 1) && !clean_on_device(&d.devices[0], FAR));
+    assert!(clean_on_device(&d.devices[0], 2) && clean_on_device(&d.devices[0], FAR + 1));
+}
+
+#[test]
+fn a_flush_of_more_writes_than_one_batch_ends_with_a_cache_flush_and_a_failed_one_leaves_the_marks_pending()
+ {
+    let batch = dm_ulogd::log::disk::MAX_WRITE_SPANS as u64;
+    let marks: Vec<u64> = (0..=batch).map(|i| i * FAR).collect();
+    let mut d = Daemon::with_regions("failed-cache-flush", batch * FAR + 64);
+    d.now(A, MARK_REGION, &u64s(&marks));
     let f1 = d.send_parked(A, FLUSH, &[]);
-    // A FUA write covers only itself: plain writes, then the cache flush.
-    for _ in 0..2 {
-        assert!(matches!(
-            d.finish(0, false),
-            Step::Write { durable: false, .. }
-        ));
+    // A FUA write covers only itself: with two batches, plain writes and
+    // then the cache flush.
+    for n in [batch as usize, 1] {
+        let Step::Write { spans, durable } = d.finish(0, false) else {
+            panic!("expected a batch of writes");
+        };
+        assert_eq!((spans.as_slice().len(), durable), (n, false));
     }
     assert!(!d.was_answered(f1));
     assert_eq!(d.finish(0, true), Step::DeviceFlush);
@@ -306,7 +336,9 @@ fn a_flush_of_several_writes_ends_with_a_cache_flush_and_a_failed_one_leaves_the
         "nothing left to write"
     );
     d.assert_answered(f2, 0);
-    assert!(!clean_on_device(&d.devices[0], 1) && !clean_on_device(&d.devices[0], far));
+    for &r in &marks {
+        assert!(!clean_on_device(&d.devices[0], r), "region {r}");
+    }
 }
 
 #[test]

@@ -425,8 +425,8 @@ impl DiskStore {
                         self.plan.phase = Phase::LegFlush;
                         continue;
                     }
-                    match self.next_span() {
-                        Some(span) => break self.render_span(clean, sync, buf, span),
+                    match self.render_batch(clean, sync, buf) {
+                        Some(step) => break step,
                         None => {
                             self.plan.phase = if self.plan.device_flush {
                                 Phase::DeviceFlush
@@ -472,40 +472,46 @@ impl DiskStore {
         Some((start, end.min(start + max_span)))
     }
 
-    /// Renders blocks `span.0..span.1` into `buf` and takes them off the
-    /// dirty set: a change from now on is in a later write. The only write
-    /// of a plan that needs the device cache flushed is made durable
-    /// itself (FUA) and ends the plan: one request instead of a write and
-    /// a cache flush, on the path of every marking FLUSH. With several
-    /// writes the plan keeps its cache flush, which covers them all (a
-    /// FUA write covers only itself).
-    fn render_span(
-        &mut self,
-        clean: &Bitmap,
-        sync: &Bitmap,
-        buf: &mut [u8],
-        span: (u64, u64),
-    ) -> Step {
-        let offset = span.0 << self.block_shift;
-        let len = ((span.1 - span.0) << self.block_shift) as usize;
-        self.render(clean, sync, offset, &mut buf[..len]);
-        self.dirty_blocks.clear_range(span.0, span.1);
+    /// Renders the next dirty spans from the plan's cursor into `buf`, as
+    /// many as one write step carries (MAX_WRITE_SPANS spans, STAGING_LEN
+    /// bytes), and takes them off the dirty set: a change from now on is in
+    /// a later write. When the plan must flush the device cache and this
+    /// batch is all it writes, the writes are made durable themselves (FUA)
+    /// and end the plan: one round of requests instead of writes and then a
+    /// cache flush, on the path of every marking FLUSH. A plan of several
+    /// batches keeps its cache flush, which covers them all (a FUA write
+    /// covers only itself).
+    fn render_batch(&mut self, clean: &Bitmap, sync: &Bitmap, buf: &mut [u8]) -> Option<Step> {
+        let room = buf.len().min(STAGING_LEN);
+        let mut spans = Spans::default();
+        while !spans.is_full() {
+            let Some((start, end)) = self.next_span() else {
+                break;
+            };
+            let offset = start << self.block_shift;
+            let len = ((end - start) << self.block_shift) as usize;
+            let at = spans.buf_len();
+            if at + len > room {
+                break;
+            }
+            self.render(clean, sync, offset, &mut buf[at..at + len]);
+            self.dirty_blocks.clear_range(start, end);
+            self.plan.cursor = end;
+            spans.push(offset, len);
+        }
+        if spans.as_slice().is_empty() {
+            return None;
+        }
         let durable = self.plan.device_flush
             && !self.plan.wrote
-            && self.dirty_blocks.find_next_one(span.1) >= self.dirty_blocks.len();
+            && self.dirty_blocks.find_next_one(self.plan.cursor) >= self.dirty_blocks.len();
         if durable {
             self.io.flushes += 1;
             self.plan.phase = Phase::Done;
         }
         self.plan.wrote = true;
-        self.plan.span = span;
-        self.plan.cursor = span.1;
-        self.io.writes += 1;
-        Step::Write {
-            offset,
-            len,
-            durable,
-        }
+        self.io.writes += spans.as_slice().len() as u64;
+        Some(Step::Write { spans, durable })
     }
 
     /// The outcome of the step in flight. A read's bytes are in `buf`; its
@@ -544,15 +550,21 @@ impl DiskStore {
             (Step::LegFlush, Ok(())) => {}
             (Step::LegFlush, Err(e)) => self.legs_failed(clean, e),
             (Step::Write { .. }, Ok(())) => {}
-            (Step::Write { offset, len, .. }, Err(e)) => {
-                let span = self.plan.span;
-                self.dirty_blocks.set_range(span.0, span.1);
+            (Step::Write { spans, .. }, Err(e)) => {
+                for span in spans.as_slice() {
+                    let first = span.offset >> self.block_shift;
+                    let end = first + (span.len as u64 >> self.block_shift);
+                    self.dirty_blocks.set_range(first, end);
+                }
                 self.write_failed = true;
                 if self.count_failure() {
+                    let from = spans.as_slice().first().map_or(0, |s| s.offset);
                     log::error!(
-                        "log device {}:{}: write of {len} bytes at {offset} failed: {e} ({} failures so far)",
+                        "log device {}:{}: {} write(s) of {} bytes from byte {from} on failed: {e} ({} failures so far)",
                         self.device.major(),
                         self.device.minor(),
+                        spans.as_slice().len(),
+                        spans.buf_len(),
                         self.failures
                     );
                 }
@@ -689,23 +701,71 @@ impl DiskStore {
     }
 }
 
-/// One piece of device work a plan asks for.
+/// One piece of device work a plan asks for. A write batch makes it a few
+/// hundred bytes, copied a few times per device round trip: nothing against
+/// the I/O, and boxing it would allocate on the request path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Step {
     /// Flush the volatile cache of every leg of the mirror.
     LegFlush,
-    /// Write the first `len` bytes of the staging buffer at `offset`;
-    /// `durable`: durable when done (a FUA write), standing for the plan's
-    /// cache flush when it is the plan's only write.
-    Write {
-        offset: u64,
-        len: usize,
-        durable: bool,
-    },
+    /// Write each span of the staging buffer at its device offset, all at
+    /// once; `durable`: durable when done (FUA writes), standing for the
+    /// plan's cache flush when this is the plan's only batch.
+    Write { spans: Spans, durable: bool },
     /// Flush the log device's volatile cache.
     DeviceFlush,
     /// Read `len` bytes at `offset` into the staging buffer.
     Read { offset: u64, len: usize },
+}
+
+/// How many spans one write step carries: one io_submit of that many
+/// requests (the scattered blocks of a FLUSH on a large log go out
+/// together, not one after another).
+pub const MAX_WRITE_SPANS: usize = 16;
+const _: () = assert!(MAX_WRITE_SPANS <= crate::sys::aio::MAX_PER_SUBMIT);
+
+/// One transfer of a write step: `len` bytes from `buf_offset` of the
+/// staging buffer to `offset` on the device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    pub offset: u64,
+    pub buf_offset: usize,
+    pub len: usize,
+}
+
+/// The spans of a write step, packed one after another in the staging
+/// buffer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spans {
+    items: [Span; MAX_WRITE_SPANS],
+    count: usize,
+}
+
+impl Spans {
+    /// The spans, in device order.
+    pub fn as_slice(&self) -> &[Span] {
+        &self.items[..self.count]
+    }
+
+    /// Bytes of the staging buffer the spans use.
+    pub fn buf_len(&self) -> usize {
+        self.as_slice().last().map_or(0, |s| s.buf_offset + s.len)
+    }
+
+    fn is_full(&self) -> bool {
+        self.count == MAX_WRITE_SPANS
+    }
+
+    fn push(&mut self, offset: u64, len: usize) {
+        let buf_offset = self.buf_len();
+        self.items[self.count] = Span {
+            offset,
+            buf_offset,
+            len,
+        };
+        self.count += 1;
+    }
 }
 
 /// Why a step failed.
@@ -740,12 +800,11 @@ pub fn run_step(
             Some(legs) => mirrors.flush(legs).map_err(StepError::Legs),
             None => Err(StepError::Legs(MirrorError::NotFound)),
         },
-        Step::Write {
-            offset,
-            len,
-            durable,
-        } => {
-            device.write_all_at(&buf[..len], offset).map_err(errno)?;
+        Step::Write { spans, durable } => {
+            for span in spans.as_slice() {
+                let bytes = &buf[span.buf_offset..span.buf_offset + span.len];
+                device.write_all_at(bytes, span.offset).map_err(errno)?;
+            }
             if durable {
                 device.sync().map_err(errno)?;
             }
@@ -779,8 +838,6 @@ struct Plan {
     /// The next block (writes) or byte (reads) to look at.
     cursor: u64,
     in_flight: Option<Step>,
-    /// The blocks of the write in flight, dirty again if it fails.
-    span: (u64, u64),
     /// A write of this plan was rendered.
     wrote: bool,
     /// A clear that this plan cannot keep dirty came since its last leg
@@ -800,7 +857,6 @@ impl Plan {
             device_flush: false,
             cursor: 0,
             in_flight: None,
-            span: (0, 0),
             wrote: false,
             clears_since_leg_flush: false,
             error: None,

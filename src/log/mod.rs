@@ -37,8 +37,9 @@ pub enum Work {
     Resume,
 }
 
-/// What `DirtyLog::next_step` says.
+/// What `DirtyLog::next_step` says (large for the reason `Step` is).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Next {
     /// Run this step, then report it with `step_done`.
     Step(Step),

@@ -116,12 +116,13 @@ impl Drop for SlotBuffers {
 pub enum AioOp {
     /// Reads `len` bytes at `offset` into the slot's buffer.
     Read { offset: u64, len: usize },
-    /// Writes the first `len` bytes of the slot's buffer at `offset`;
-    /// `durable`: with RWF_DSYNC, which on an O_DIRECT block device is a
-    /// FUA write (block/fops.c dio_bio_write_op): durable when it
-    /// completes, with no separate cache flush.
+    /// Writes `len` bytes of the slot's buffer, from `buf_offset`, at
+    /// `offset`; `durable`: with RWF_DSYNC, which on an O_DIRECT block
+    /// device is a FUA write (block/fops.c dio_bio_write_op): durable when
+    /// it completes, with no separate cache flush.
     Write {
         offset: u64,
+        buf_offset: usize,
         len: usize,
         durable: bool,
     },
@@ -243,16 +244,27 @@ impl AioContext {
         let mut ptrs: [*mut Iocb; MAX_PER_SUBMIT] = [core::ptr::null_mut(); MAX_PER_SUBMIT];
         for (i, (fd, op)) in ops.iter().enumerate() {
             let (opcode, buf, nbytes, offset, rw_flags) = match *op {
-                AioOp::Read { offset, len } | AioOp::Write { offset, len, .. } => {
+                AioOp::Read { offset, len } => {
                     if len > STAGING_LEN {
                         return Err(Errno::EINVAL);
                     }
-                    let (opcode, rw_flags) = match *op {
-                        AioOp::Write { durable: true, .. } => (IOCB_CMD_PWRITE, libc::RWF_DSYNC),
-                        AioOp::Write { .. } => (IOCB_CMD_PWRITE, 0),
-                        _ => (IOCB_CMD_PREAD, 0),
-                    };
-                    (opcode, base, len as u64, offset as i64, rw_flags)
+                    (IOCB_CMD_PREAD, base, len as u64, offset as i64, 0)
+                }
+                AioOp::Write {
+                    offset,
+                    buf_offset,
+                    len,
+                    durable,
+                } => {
+                    if buf_offset
+                        .checked_add(len)
+                        .is_none_or(|end| end > STAGING_LEN)
+                    {
+                        return Err(Errno::EINVAL);
+                    }
+                    let rw_flags = if durable { libc::RWF_DSYNC } else { 0 };
+                    let buf = base + buf_offset as u64;
+                    (IOCB_CMD_PWRITE, buf, len as u64, offset as i64, rw_flags)
                 }
                 AioOp::DataSync => (IOCB_CMD_FDSYNC, 0, 0, 0, 0),
                 AioOp::Sync => (IOCB_CMD_FSYNC, 0, 0, 0, 0),
