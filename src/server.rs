@@ -1217,7 +1217,7 @@ impl Server {
                         (count, started.elapsed().as_secs_f64())
                     });
                 log::info!(
-                    "log {} luid {}: log device {}:{}: {} writes, {} cache flushes or FUA writes, {} leg \
+                    "log {} luid {}: log device {}:{}: {} writes, {} cache flushes or FUA batches, {} leg \
                      flushes, {in_flight} I/O in flight (oldest {oldest:.1} s), {} requests \
                      waiting, {} stalls{}",
                     Uuid(&e.uuid),
