@@ -32,6 +32,9 @@ part_timeout=${part_timeout:-300}
 # dmulogd.trace=1: each part runs traced (trace_setup) into a 32 MiB ring,
 # which a hang dump prints the end of.
 trace_parts=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^dmulogd\.trace=//p')
+# dmulogd.trace_dev=DEV (a spare disk): the dump also writes all of that
+# trace there as text.
+trace_dev=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^dmulogd\.trace_dev=//p')
 exec 7>/dev/console
 failed=""
 for p in $parts; do
@@ -171,6 +174,13 @@ trace_show() {
 # 4 s of tracing while hung (what still runs, what is asked of the log).
 hang_trace() {
     if [ "$trace_parts" = 1 ] && [ "$(cat $T/tracing_on 2>/dev/null)" = 1 ]; then
+        echo 0 >$T/tracing_on
+        if [ -b "$trace_dev" ]; then
+            # All of it, as text, for the host to read from the disk image.
+            cat $T/trace >"$trace_dev" 2>/dev/null
+            sync
+            echo "=== the part's trace written to $trace_dev"
+        fi
         trace_show "the trace of the part up to the hang" 5000
     fi
     if ! trace_setup 4096; then
