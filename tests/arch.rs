@@ -47,7 +47,8 @@ const CORE_SET: &[&str] = &[
 ];
 
 /// SIGKILL and restart under load: i686 runs it in a boot of its own; not
-/// run on s390x until its hang there is understood.
+/// run on s390x, where its writes now and then stall in the emulated
+/// virtio-blk-ccw disk (see big_endian_s390x_core_set).
 const KILL_CORE: &str = "kill_core";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -296,10 +297,14 @@ fn run_parts(arch: Arch, label: &str, parts: &[&str]) {
 /// kill_core: it passes in about 90 s, but hung in 1 of 13 s390x boots of
 /// the core set (and once in CI): after the second kill both pattern writes
 /// (dd, one per mirror) stayed blocked in submit_bio_wait while dm-ulogd
-/// listened and no log request was outstanding; cause not known yet. A part
+/// listened and no log request was outstanding. The cause is below
+/// device-mapper (README, "Other architectures"): writes issued to the
+/// virtio-blk-ccw disk of leg 0 that never complete, under qemu's TCG. A part
 /// that hangs fails after parts.sh's per-part watchdog (300 s) with a dump
-/// of the guest (processes, blocked tasks' kernel stacks, the kernel log
-/// with dm-ulogd's lines).
+/// of the guest (processes, blocked tasks' kernel stacks, every block
+/// device's in-flight counts, two SIGUSR1 summaries, a few seconds of
+/// tracing of dm-raid1 and the userspace log, the kernel log with
+/// dm-ulogd's lines).
 #[test]
 fn big_endian_s390x_core_set() {
     run_parts(Arch::S390x, "s390x", &core_set_without_kill_core());

@@ -29,6 +29,12 @@ parts=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^dmulogd\.parts=//p' | tr , ' ')
 [ -n "$parts" ] || fail "parts: no dmulogd.parts=a,b,c on the kernel command line"
 part_timeout=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^dmulogd\.part_timeout=//p')
 part_timeout=${part_timeout:-300}
+# dmulogd.trace=1: each part runs traced (trace_setup) into a 32 MiB ring,
+# which a hang dump prints the end of.
+trace_parts=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^dmulogd\.trace=//p')
+# dmulogd.trace_dev=DEV (a spare disk): the dump also writes all of that
+# trace there as text.
+trace_dev=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^dmulogd\.trace_dev=//p')
 exec 7>/dev/console
 failed=""
 for p in $parts; do
@@ -98,15 +104,25 @@ hang_dump() {
         done
         echo "=== dmsetup table"
         dmsetup table 2>&1
-        # Does the daemon still answer? A status in the background (it may
-        # never return) and the daemon's SIGUSR1 summary, both seen in the
-        # kernel log below.
-        echo "=== dmsetup status (background, 5 s)"
+        # Where the stuck bios are: queued in a dm device (its inflight
+        # counts a bio from submission to completion) or at a disk below.
+        echo "=== block devices in flight: name, reads writes"
+        for _b in /sys/block/*; do
+            _n=$(cat "$_b/dm/name" 2>/dev/null) || _n=
+            echo "${_b##*/}${_n:+ ($_n)}: $(cat "$_b/inflight" 2>/dev/null)"
+        done
+        # Does the daemon still answer, and do requests still arrive? Two
+        # SIGUSR1 summaries 5 s apart (their request counts are in the
+        # kernel log below) and a status in the background (it may never
+        # return).
+        echo "=== dmsetup status (background, 5 s); SIGUSR1 summaries now and in 5 s"
         dmsetup status >/tmp/hang.status 2>&1 &
         _dp=$(cat "$DMULOGD_PIDFILE" 2>/dev/null)
         [ -z "$_dp" ] || kill -USR1 "$_dp" 2>/dev/null
         sleep 5
+        [ -z "$_dp" ] || kill -USR1 "$_dp" 2>/dev/null
         cat /tmp/hang.status
+        hang_trace
         echo "=== kernel log, last 150 lines (dm-ulogd logs there under --daemon)"
         dmesg | tail -150
         if [ -s "$DMULOGD_LOG" ]; then
@@ -115,6 +131,67 @@ hang_dump() {
         fi
         echo "=== end of watchdog dump"
     } >&7 2>&1
+}
+
+# trace_setup KB: function tracing of dm-mirror's write and recovery paths,
+# the region hash and the userspace log's requests, with the block layer's
+# bio events and the work queued and run, into a ring of KB KiB, stopped;
+# returns 1 if the kernel has no tracefs or no function tracer. Tracefs
+# writes never wait.
+T=/sys/kernel/tracing
+trace_setup() {
+    [ -d $T/events ] || mount -t tracefs nodev $T 2>/dev/null
+    [ -w $T/set_ftrace_filter ] || return 1
+    echo 0 >$T/tracing_on
+    echo nop >$T/current_tracer
+    echo "$1" >$T/buffer_size_kb
+    : >$T/set_ftrace_filter
+    for _f in 'dm_rh_*' do_writes do_reads do_recovery do_mirror delayed_wake_fn \
+        delayed_wake write_callback recovery_complete dispatch_bios 'userspace_*' \
+        dm_consult_userspace cn_ulog_callback 'dm_ulog_*' mirror_map mirror_end_io \
+        queue_bio wakeup_mirrord; do
+        echo "$_f" >>$T/set_ftrace_filter 2>/dev/null
+    done
+    # (an empty filter would trace every function)
+    [ -n "$(head -1 $T/set_ftrace_filter)" ] || return 1
+    echo function >$T/current_tracer 2>/dev/null || return 1
+    for _e in block/block_bio_queue block/block_bio_complete block/block_rq_issue \
+        block/block_rq_complete workqueue/workqueue_queue_work \
+        workqueue/workqueue_execute_start; do
+        echo 1 >$T/events/$_e/enable 2>/dev/null
+    done
+    : >$T/trace
+}
+
+# trace_show WHAT LINES: the last LINES lines of the trace, stopped.
+trace_show() {
+    echo 0 >$T/tracing_on
+    echo "=== $1: $(grep -vc '^#' $T/trace) events, the last $2"
+    grep -v '^#' $T/trace | tail -"$2"
+}
+
+# hang_trace: what the trace ring holds of the part (dmulogd.trace=1), then
+# 4 s of tracing while hung (what still runs, what is asked of the log).
+hang_trace() {
+    if [ "$trace_parts" = 1 ] && [ "$(cat $T/tracing_on 2>/dev/null)" = 1 ]; then
+        echo 0 >$T/tracing_on
+        if [ -b "$trace_dev" ]; then
+            # All of it, as text, for the host to read from the disk image.
+            cat $T/trace >"$trace_dev" 2>/dev/null
+            sync
+            echo "=== the part's trace written to $trace_dev"
+        fi
+        trace_show "the trace of the part up to the hang" 5000
+    fi
+    if ! trace_setup 4096; then
+        echo "=== no function tracing (no tracefs or no function tracer)"
+        return
+    fi
+    echo 1 >$T/tracing_on
+    sleep 4
+    trace_show "4 s of tracing while hung" 300
+    echo nop >$T/current_tracer
+    echo 0 >$T/events/enable
 }
 
 # hung WHAT: the verdict for a hang; a reset after it could hang as well.
@@ -152,6 +229,10 @@ for p in $parts; do
     done >&7 &
     tailer=$!
     mount --bind /tmp/part.console /dev/console || fail "parts: cannot bind /dev/console"
+    if [ "$trace_parts" = 1 ]; then
+        trace_setup 32768 && echo 1 >$T/tracing_on ||
+            echo "parts: dmulogd.trace=1, but this kernel has no function tracer" >&7
+    fi
     t0=$(now_ds)
     DMULOGD_SHELL=1 setsid sh "/scenarios/$p.sh" </dev/null >/tmp/part.out 2>&1 &
     part=$!
