@@ -17,7 +17,7 @@ use std::time::Instant;
 use nix::errno::Errno;
 
 use crate::log::device::LogDevice;
-use crate::log::disk::{self, MAX_WRITE_SPANS, Step, StepError};
+use crate::log::disk::{self, MAX_WRITE_SPANS, Span, Step, StepError};
 use crate::mirrors::{LegSet, MAX_LEGS, MirrorError, Mirrors};
 use crate::sys::aio::{AioContext, AioOp, MAX_PER_SUBMIT, STAGING_LEN, SlotBuffers};
 
@@ -45,6 +45,10 @@ struct InFlight {
     started: Instant,
     /// Requests the kernel still holds (a leg flush has one per leg).
     remaining: u32,
+    /// Bytes the step's reads or writes must transfer, and how many they
+    /// did: a short transfer fails the step.
+    expected_bytes: u64,
+    transferred: u64,
     error: Option<StepError>,
     legs: LegSet,
     /// Open while their fsyncs are in flight.
@@ -176,6 +180,7 @@ impl Engine {
         &mut self,
         slot: usize,
         step: Step,
+        batch: &[Span],
         device: &LogDevice,
         legs: Option<&LegSet>,
         mirrors: &mut dyn Mirrors,
@@ -184,6 +189,8 @@ impl Engine {
             step,
             started: Instant::now(),
             remaining: 0,
+            expected_bytes: 0,
+            transferred: 0,
             error: None,
             legs: legs.cloned().unwrap_or_default(),
             leg_fds: heapless::Vec::new(),
@@ -191,16 +198,21 @@ impl Engine {
         let aio = match &mut self.backend {
             Backend::Aio(ctx) => ctx,
             Backend::Sync => {
-                let result = self.run_here(slot, step, device, legs, mirrors);
+                let result = self.run_here(slot, step, batch, device, legs, mirrors);
                 self.done.push_back((slot, result));
                 return;
             }
             Backend::Fake(fake) => {
                 let result = match self.buffers.get_mut(slot, STAGING_LEN) {
-                    Some(buf) => disk::run_step(step, device, buf, legs, mirrors),
+                    Some(buf) => disk::run_step(step, batch, device, buf, legs, mirrors),
                     None => Err(StepError::Device(Errno::EBUSY)),
                 };
-                fake.0.borrow_mut().submitted.push((slot, step, result));
+                fake.0.borrow_mut().submitted.push(FakeStep {
+                    slot,
+                    step,
+                    batch: batch.to_vec(),
+                    result,
+                });
                 self.in_flight[slot] = Some(flight);
                 self.count += 1;
                 return;
@@ -208,18 +220,20 @@ impl Engine {
         };
         let mut ops: heapless::Vec<AioOp, MAX_PER_SUBMIT> = heapless::Vec::new();
         match step {
-            Step::Write { spans, durable } => {
-                for span in spans.as_slice() {
+            Step::Write { durable, .. } => {
+                for span in batch {
                     let _ = ops.push(AioOp::Write {
                         offset: span.offset,
                         buf_offset: span.buf_offset,
                         len: span.len,
                         durable,
                     });
+                    flight.expected_bytes += span.len as u64;
                 }
             }
             Step::Read { offset, len } => {
                 let _ = ops.push(AioOp::Read { offset, len });
+                flight.expected_bytes = len as u64;
             }
             Step::DeviceFlush => {
                 let _ = ops.push(AioOp::DataSync);
@@ -278,7 +292,7 @@ impl Engine {
                         e.desc()
                     );
                 }
-                let result = self.run_here(slot, step, device, legs, mirrors);
+                let result = self.run_here(slot, step, batch, device, legs, mirrors);
                 self.done.push_back((slot, result));
             }
         }
@@ -288,12 +302,13 @@ impl Engine {
         &mut self,
         slot: usize,
         step: Step,
+        batch: &[Span],
         device: &LogDevice,
         legs: Option<&LegSet>,
         mirrors: &mut dyn Mirrors,
     ) -> Result<(), StepError> {
         match self.buffers.get_mut(slot, STAGING_LEN) {
-            Some(buf) => disk::run_step(step, device, buf, legs, mirrors),
+            Some(buf) => disk::run_step(step, batch, device, buf, legs, mirrors),
             None => Err(StepError::Device(Errno::EBUSY)),
         }
     }
@@ -339,14 +354,8 @@ impl Engine {
                 let failed = if res < 0 {
                     Some(Errno::from_raw(-res as i32))
                 } else {
-                    let expected = match f.step {
-                        Step::Write { spans, .. } => spans.as_slice().get(index).map(|s| s.len),
-                        Step::Read { len, .. } => Some(len),
-                        _ => None,
-                    };
-                    expected
-                        .filter(|&len| res as usize != len)
-                        .map(|_| Errno::EIO)
+                    f.transferred += res as u64;
+                    None
                 };
                 if let Some(errno) = failed
                     && f.error.is_none()
@@ -360,6 +369,10 @@ impl Engine {
                     });
                 }
                 f.remaining = f.remaining.saturating_sub(1);
+                if f.remaining == 0 && f.error.is_none() && f.transferred != f.expected_bytes {
+                    // A short read or write (the only way the sum can differ).
+                    f.error = Some(StepError::Device(Errno::EIO));
+                }
                 if f.remaining == 0
                     && let Some(f) = in_flight[slot].take()
                 {
@@ -376,11 +389,20 @@ impl Engine {
     }
 }
 
+/// A step a fake engine took: its slot, the step, the spans of a write
+/// batch, and what its I/O did.
+pub struct FakeStep {
+    pub slot: usize,
+    pub step: Step,
+    pub batch: Vec<Span>,
+    pub result: Result<(), StepError>,
+}
+
 /// Submitted steps of a fake engine, and the completions a test releases.
 #[derive(Default)]
 pub struct FakeIoState {
-    /// (slot, step, what the I/O did), in submission order.
-    pub submitted: Vec<(usize, Step, Result<(), StepError>)>,
+    /// In submission order.
+    pub submitted: Vec<FakeStep>,
     released: VecDeque<Completion>,
 }
 
@@ -395,18 +417,30 @@ impl FakeIo {
             .borrow()
             .submitted
             .iter()
-            .map(|&(slot, step, _)| (slot, step))
+            .map(|s| (s.slot, s.step))
             .collect()
+    }
+
+    /// The spans of the write batch in flight on `slot` (empty for other
+    /// steps).
+    pub fn batch(&self, slot: usize) -> Vec<Span> {
+        self.0
+            .borrow()
+            .submitted
+            .iter()
+            .find(|s| s.slot == slot)
+            .map(|s| s.batch.clone())
+            .unwrap_or_default()
     }
 
     /// Completes the step in flight on `slot`, with what its I/O did, or
     /// failed with EIO when `fail`. False when none is in flight.
     pub fn complete(&self, slot: usize, fail: bool) -> bool {
         let mut state = self.0.borrow_mut();
-        let Some(at) = state.submitted.iter().position(|s| s.0 == slot) else {
+        let Some(at) = state.submitted.iter().position(|s| s.slot == slot) else {
             return false;
         };
-        let (_, _, result) = state.submitted.remove(at);
+        let result = state.submitted.remove(at).result;
         let result = if fail {
             Err(StepError::Device(Errno::EIO))
         } else {

@@ -443,8 +443,9 @@ impl Server {
             match entry.log.next_step(buf) {
                 Next::Step(step) => {
                     if let Some(d) = entry.log.disk() {
+                        let mirrors = &mut *self.io.mirrors;
                         self.engine
-                            .submit(slot, step, d.device(), d.legs(), &mut *self.io.mirrors);
+                            .submit(slot, step, d.batch(), d.device(), d.legs(), mirrors);
                     }
                     return;
                 }
@@ -1244,7 +1245,7 @@ impl Server {
 fn step_name(step: Step) -> &'static str {
     match step {
         Step::LegFlush => "a cache flush of the mirror's legs",
-        Step::Write { spans, .. } if spans.as_slice().len() > 1 => "a batch of writes",
+        Step::Write { spans, .. } if spans > 1 => "a batch of writes",
         Step::Write { .. } => "a write",
         Step::DeviceFlush => "a cache flush",
         Step::Read { .. } => "a read",

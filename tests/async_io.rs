@@ -297,13 +297,17 @@ fn a_flush_of_scattered_marks_writes_them_all_at_once_as_fua_writes() {
     let f = d.send_parked(A, FLUSH, &[]);
     // One step of two writes, submitted together, each durable by itself:
     // no cache flush follows.
-    let Step::Write { spans, durable } = d.finish(0, false) else {
-        panic!("expected one batch of writes");
-    };
-    assert!(durable);
-    let offsets: Vec<u64> = spans.as_slice().iter().map(|s| s.offset).collect();
+    let batch = d.io.batch(0);
+    let offsets: Vec<u64> = batch.iter().map(|s| s.offset).collect();
     assert_eq!(offsets, vec![1024, 1024 + FAR / 8]);
-    assert_eq!(spans.as_slice()[1].buf_offset, spans.as_slice()[0].len);
+    assert_eq!(batch[1].buf_offset, batch[0].len, "packed in the buffer");
+    assert_eq!(
+        d.finish(0, false),
+        Step::Write {
+            spans: 2,
+            durable: true
+        }
+    );
     d.assert_answered(f, 0);
     assert!(d.io.pending().is_empty());
     assert!(!clean_on_device(&d.devices[0], 1) && !clean_on_device(&d.devices[0], FAR));
@@ -320,11 +324,9 @@ fn a_flush_of_more_writes_than_one_batch_ends_with_a_cache_flush_and_a_failed_on
     let f1 = d.send_parked(A, FLUSH, &[]);
     // A FUA write covers only itself: with two batches, plain writes and
     // then the cache flush.
-    for n in [batch as usize, 1] {
-        let Step::Write { spans, durable } = d.finish(0, false) else {
-            panic!("expected a batch of writes");
-        };
-        assert_eq!((spans.as_slice().len(), durable), (n, false));
+    for spans in [batch as u8, 1] {
+        let durable = false;
+        assert_eq!(d.finish(0, false), Step::Write { spans, durable });
     }
     assert!(!d.was_answered(f1));
     assert_eq!(d.finish(0, true), Step::DeviceFlush);

@@ -146,6 +146,8 @@ pub struct DiskStore {
     io: IoCounts,
     /// The device work decided on and not finished.
     plan: Plan,
+    /// The spans of the write step rendered last.
+    batch: Box<Spans>,
 }
 
 impl DiskStore {
@@ -175,6 +177,7 @@ impl DiskStore {
             failures: 0,
             io: IoCounts::default(),
             plan: Plan::idle(),
+            batch: Box::default(),
         })
     }
 
@@ -213,7 +216,12 @@ impl DiskStore {
     /// Heap bytes of the per-block dirty bits (the staging buffer is the
     /// engine's, see `crate::engine`).
     pub fn heap_bytes(&self) -> usize {
-        self.dirty_blocks.heap_bytes()
+        self.dirty_blocks.heap_bytes() + size_of::<Spans>()
+    }
+
+    /// The spans of the write step in flight (or rendered last).
+    pub fn batch(&self) -> &[Span] {
+        self.batch.as_slice()
     }
 
     /// The mirror's legs (None: unknown), from RESUME.
@@ -266,44 +274,6 @@ impl DiskStore {
     /// True when some write would record a region clean.
     fn clears_pending(&self) -> bool {
         self.untracked_clears || !self.pending_clears.is_empty()
-    }
-
-    /// Fills `out` with the image bytes at `offset` (a block boundary). A
-    /// region is recorded clean only when it is clean and in sync: the
-    /// kernel rebuilds the sync bits from the clean bits, so "clean on the
-    /// device" must imply "in sync" (a CLEAR can reach a region that is out
-    /// of sync, for instance after a restart without saved state, or just
-    /// before its recovery is settled). The tracked pending clears stay
-    /// dirty: no leg flush covers them (a write-back plan empties the list
-    /// when it starts, after which only clears newer than its leg flush
-    /// are in it).
-    fn render(&self, clean: &Bitmap, sync: &Bitmap, offset: u64, out: &mut [u8]) {
-        let len = out.len() as u64;
-        let header_end = BITMAP_OFFSET.min(offset + len);
-        if offset < header_end {
-            let part = &mut out[..(header_end - offset) as usize];
-            part.fill(0);
-            if offset == 0 {
-                part[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-                part[4..8].copy_from_slice(&VERSION.to_le_bytes());
-                part[8..16].copy_from_slice(&clean.len().to_le_bytes());
-            }
-        }
-        let bits_from = offset.max(BITMAP_OFFSET);
-        if bits_from < offset + len {
-            let start = (bits_from - offset) as usize;
-            clean.write_le_bytes_masked(
-                sync,
-                (bits_from - BITMAP_OFFSET) as usize,
-                &mut out[start..],
-            );
-        }
-        for &region in &self.pending_clears {
-            let byte = BITMAP_OFFSET + region / 8;
-            if (offset..offset + len).contains(&byte) {
-                out[(byte - offset) as usize] &= !(1u8 << (region % 8));
-            }
-        }
     }
 
     /// True when changed blocks or tracked clears wait to be written.
@@ -494,12 +464,20 @@ impl DiskStore {
             if at + len > room {
                 break;
             }
-            self.render(clean, sync, offset, &mut buf[at..at + len]);
+            render_image(
+                &self.pending_clears,
+                clean,
+                sync,
+                offset,
+                &mut buf[at..at + len],
+            );
             self.dirty_blocks.clear_range(start, end);
             self.plan.cursor = end;
             spans.push(offset, len);
         }
-        if spans.as_slice().is_empty() {
+        let count = spans.as_slice().len();
+        *self.batch = spans;
+        if count == 0 {
             return None;
         }
         let durable = self.plan.device_flush
@@ -510,8 +488,11 @@ impl DiskStore {
             self.plan.phase = Phase::Done;
         }
         self.plan.wrote = true;
-        self.io.writes += spans.as_slice().len() as u64;
-        Some(Step::Write { spans, durable })
+        self.io.writes += count as u64;
+        Some(Step::Write {
+            spans: count as u8,
+            durable,
+        })
     }
 
     /// The outcome of the step in flight. A read's bytes are in `buf`; its
@@ -550,7 +531,8 @@ impl DiskStore {
             (Step::LegFlush, Ok(())) => {}
             (Step::LegFlush, Err(e)) => self.legs_failed(clean, e),
             (Step::Write { .. }, Ok(())) => {}
-            (Step::Write { spans, .. }, Err(e)) => {
+            (Step::Write { .. }, Err(e)) => {
+                let spans = *self.batch;
                 for span in spans.as_slice() {
                     let first = span.offset >> self.block_shift;
                     let end = first + (span.len as u64 >> self.block_shift);
@@ -701,18 +683,60 @@ impl DiskStore {
     }
 }
 
-/// One piece of device work a plan asks for. A write batch makes it a few
-/// hundred bytes, copied a few times per device round trip: nothing against
-/// the I/O, and boxing it would allocate on the request path.
+/// Fills `out` with a disk log's image bytes at `offset` (a block boundary). A
+/// region is recorded clean only when it is clean and in sync: the
+/// kernel rebuilds the sync bits from the clean bits, so "clean on the
+/// device" must imply "in sync" (a CLEAR can reach a region that is out
+/// of sync, for instance after a restart without saved state, or just
+/// before its recovery is settled). The tracked pending clears stay
+/// dirty: no leg flush covers them (a write-back plan empties the list
+/// when it starts, after which only clears newer than its leg flush
+/// are in it).
+fn render_image(
+    pending_clears: &[u64],
+    clean: &Bitmap,
+    sync: &Bitmap,
+    offset: u64,
+    out: &mut [u8],
+) {
+    let len = out.len() as u64;
+    let header_end = BITMAP_OFFSET.min(offset + len);
+    if offset < header_end {
+        let part = &mut out[..(header_end - offset) as usize];
+        part.fill(0);
+        if offset == 0 {
+            part[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+            part[4..8].copy_from_slice(&VERSION.to_le_bytes());
+            part[8..16].copy_from_slice(&clean.len().to_le_bytes());
+        }
+    }
+    let bits_from = offset.max(BITMAP_OFFSET);
+    if bits_from < offset + len {
+        let start = (bits_from - offset) as usize;
+        clean.write_le_bytes_masked(
+            sync,
+            (bits_from - BITMAP_OFFSET) as usize,
+            &mut out[start..],
+        );
+    }
+    for &region in pending_clears {
+        let byte = BITMAP_OFFSET + region / 8;
+        if (offset..offset + len).contains(&byte) {
+            out[(byte - offset) as usize] &= !(1u8 << (region % 8));
+        }
+    }
+}
+
+/// One piece of device work a plan asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(clippy::large_enum_variant)]
 pub enum Step {
     /// Flush the volatile cache of every leg of the mirror.
     LegFlush,
-    /// Write each span of the staging buffer at its device offset, all at
-    /// once; `durable`: durable when done (FUA writes), standing for the
-    /// plan's cache flush when this is the plan's only batch.
-    Write { spans: Spans, durable: bool },
+    /// Write the `spans` spans of the log's batch (`DiskStore::batch`),
+    /// packed in the staging buffer, each at its device offset, all at once;
+    /// `durable`: durable when done (FUA writes), standing for the plan's
+    /// cache flush when this is the plan's only batch.
+    Write { spans: u8, durable: bool },
     /// Flush the log device's volatile cache.
     DeviceFlush,
     /// Read `len` bytes at `offset` into the staging buffer.
@@ -735,7 +759,9 @@ pub struct Span {
 }
 
 /// The spans of a write step, packed one after another in the staging
-/// buffer.
+/// buffer. Each disk log keeps one on the heap (allocated at CTR), outside
+/// the preallocated registry and the step: a few hundred bytes that every
+/// idle log slot would otherwise hold.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Spans {
     items: [Span; MAX_WRITE_SPANS],
@@ -787,6 +813,7 @@ impl core::fmt::Display for StepError {
 /// Runs a step to its end in the calling thread (the synchronous engine).
 pub fn run_step(
     step: Step,
+    batch: &[Span],
     device: &LogDevice,
     buf: &mut [u8],
     legs: Option<&LegSet>,
@@ -800,8 +827,8 @@ pub fn run_step(
             Some(legs) => mirrors.flush(legs).map_err(StepError::Legs),
             None => Err(StepError::Legs(MirrorError::NotFound)),
         },
-        Step::Write { spans, durable } => {
-            for span in spans.as_slice() {
+        Step::Write { durable, .. } => {
+            for span in batch {
                 let bytes = &buf[span.buf_offset..span.buf_offset + span.len];
                 device.write_all_at(bytes, span.offset).map_err(errno)?;
             }

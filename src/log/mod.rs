@@ -37,9 +37,8 @@ pub enum Work {
     Resume,
 }
 
-/// What `DirtyLog::next_step` says (large for the reason `Step` is).
+/// What `DirtyLog::next_step` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(clippy::large_enum_variant)]
 pub enum Next {
     /// Run this step, then report it with `step_done`.
     Step(Step),
@@ -359,7 +358,8 @@ impl DirtyLog {
                 Next::Step(step) => {
                     let result = match &self.disk {
                         Some(d) => {
-                            disk::run_step(step, d.device(), buf, d.legs(), &mut *io.mirrors)
+                            let mirrors = &mut *io.mirrors;
+                            disk::run_step(step, d.batch(), d.device(), buf, d.legs(), mirrors)
                         }
                         None => Ok(()),
                     };
