@@ -41,42 +41,6 @@ for p in $parts; do
     [ -f "/scenarios/$p.sh" ] || fail "parts: no scenario /scenarios/$p.sh"
 done
 
-# dmulogd.virtio_nudge=1 (tests/arch.rs sets it on s390x): qemu 7.2's TCG
-# s390x now and then leaves every request on a virtio-blk-ccw disk
-# uncompleted, with nothing else queued to recover it (README, "Other
-# architectures": a lost notification or completion interrupt; the next
-# request on the disk's queue makes both sides look at the queue again).
-# Every second, a disk with requests in flight and none completed for 5 s
-# gets one 4 KiB direct read, said on the console. Only the virtio disks are
-# read: a write that device-mapper or dm-ulogd holds has no request in flight
-# on them, so it still hangs its part.
-virtio_nudge() {
-    while :; do
-        for _b in /sys/block/vd*; do
-            [ -r "$_b/inflight" ] || continue
-            _n=${_b##*/}
-            read -r _ir _iw <"$_b/inflight" || continue
-            read -r _rd _x _x _x _wr _rest <"$_b/stat" || continue
-            eval "_last=\${nudge_done_$_n:-}; _still=\${nudge_still_$_n:-0}"
-            if [ $((_ir + _iw)) -gt 0 ] && [ "$_last" = "$_rd/$_wr" ]; then
-                _still=$((_still + 1))
-            else
-                _still=0
-            fi
-            if [ "$_still" -ge 5 ]; then
-                echo "parts: virtio nudge: $_n had $_ir read(s) and $_iw write(s) in flight and completed none for 5 s (the emulator's lost notification, README); one 4 KiB read sent to it" >&7
-                dd if="/dev/$_n" of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null &
-                _still=0
-            fi
-            eval "nudge_done_$_n=$_rd/$_wr; nudge_still_$_n=$_still"
-        done
-        sleep 1
-    done
-}
-if [ "$(tr ' ' '\n' </proc/cmdline | sed -n 's/^dmulogd\.virtio_nudge=//p')" = 1 ]; then
-    virtio_nudge &
-fi
-
 # reset: what a fresh boot would give the next part.
 reset() {
     # A part that failed between a kill and a restart leaves its logs without
