@@ -298,8 +298,9 @@ fn run_parts(arch: Arch, label: &str, parts: &[&str]) {
 /// the core set (and once in CI): after the second kill both pattern writes
 /// (dd, one per mirror) stayed blocked in submit_bio_wait while dm-ulogd
 /// listened and no log request was outstanding. The cause is below
-/// device-mapper (README, "Other architectures"): writes issued to the
-/// virtio-blk-ccw disk of leg 0 that never complete, under qemu's TCG. A part
+/// device-mapper (README, "Other architectures"): writes issued to a
+/// virtio-blk-ccw disk that never complete under qemu 7.2's TCG, and
+/// reads sent to that disk afterwards do not complete either. A part
 /// that hangs fails after parts.sh's per-part watchdog (300 s) with a dump
 /// of the guest (processes, blocked tasks' kernel stacks, every block
 /// device's in-flight counts, two SIGUSR1 summaries, a few seconds of
