@@ -41,13 +41,13 @@
 . /scenarios/lib.sh
 . /scenarios/bench_lib.sh
 
-MODE=${BENCH_MODE:-$(bench_param dmulogd.bench full)}
+MODE=${BENCH_MODE:-$(boot_param dmulogd.bench full)}
 case $MODE in
     smoke) def_runtime=1 def_rounds=1 RESYNC_REGION=8 MULTI=4 ;;
     *) MODE=full def_runtime=6 def_rounds=5 RESYNC_REGION=1024 MULTI=16 ;;
 esac
-RUNTIME=$(bench_param dmulogd.bench_runtime $def_runtime)
-ROUNDS=$(bench_param dmulogd.bench_rounds $def_rounds)
+RUNTIME=$(boot_param dmulogd.bench_runtime $def_runtime)
+ROUNDS=$(boot_param dmulogd.bench_rounds $def_rounds)
 
 REGION=1024                # sectors: 512 KiB regions
 SMALL=16384                # regions of the small mirror (8 GiB)

@@ -234,10 +234,3 @@ server_requests() { if [ "$SERVER" = null ]; then null_requests; else daemon_req
 server_cpu() { if [ "$SERVER" = null ]; then cpu_ns "$NULL_PID"; else cpu_ns "$DPID"; fi; }
 server_pid() { if [ "$SERVER" = null ]; then echo "$NULL_PID"; else echo "$DPID"; fi; }
 
-# bench_param NAME DEFAULT: a dmulogd.* word of the kernel command line.
-bench_param() {
-    for _w in $(cat /proc/cmdline); do
-        case $_w in "$1"=*) echo "${_w#*=}"; return 0 ;; esac
-    done
-    echo "$2"
-}

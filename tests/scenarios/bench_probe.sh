@@ -16,10 +16,10 @@
 . /scenarios/lib.sh
 . /scenarios/bench_lib.sh
 REGION=1024
-N=$(bench_param dmulogd.probe_regions 16384)
-CFGS=$(bench_param dmulogd.probe "udisk,udisk_if" | tr , ' ')
-JOB=$(bench_param dmulogd.probe_job randw_qd1)
-SECS=$(bench_param dmulogd.probe_secs 2)
+N=$(boot_param dmulogd.probe_regions 16384)
+CFGS=$(boot_param dmulogd.probe "udisk,udisk_if" | tr , ' ')
+JOB=$(boot_param dmulogd.probe_job randw_qd1)
+SECS=$(boot_param dmulogd.probe_secs 2)
 echo on >/proc/sys/kernel/printk_devkmsg 2>/dev/null
 mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null
 T=/sys/kernel/tracing

@@ -21,6 +21,15 @@ _RESULT_LOCK=/run/dmulogd-result.lock
 _CONSOLE=/dev/console
 [ -w "$_CONSOLE" ] || _CONSOLE=/dev/stdout
 
+# boot_param NAME [DEFAULT]: the value of NAME=VALUE on the kernel command
+# line (the first such word), else DEFAULT.
+boot_param() {
+    for _w in $(cat /proc/cmdline); do
+        case $_w in "$1"=*) echo "${_w#*=}"; return 0 ;; esac
+    done
+    [ $# -lt 2 ] || echo "$2"
+}
+
 # ---------------------------------------------------------------- messages
 
 log() { echo "[$(cut -d' ' -f1 /proc/uptime)] $*" >>"$_CONSOLE"; }

@@ -25,16 +25,16 @@
 # FAIL naming the part.
 . /scenarios/lib.sh
 
-parts=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^dmulogd\.parts=//p' | tr , ' ')
+parts=$(boot_param dmulogd.parts | tr , ' ')
 [ -n "$parts" ] || fail "parts: no dmulogd.parts=a,b,c on the kernel command line"
-part_timeout=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^dmulogd\.part_timeout=//p')
+part_timeout=$(boot_param dmulogd.part_timeout)
 part_timeout=${part_timeout:-300}
 # dmulogd.trace=1: each part runs traced (trace_setup) into a 32 MiB ring,
 # which a hang dump prints the end of.
-trace_parts=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^dmulogd\.trace=//p')
+trace_parts=$(boot_param dmulogd.trace)
 # dmulogd.trace_dev=DEV (a spare disk): the dump also writes all of that
 # trace there as text.
-trace_dev=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^dmulogd\.trace_dev=//p')
+trace_dev=$(boot_param dmulogd.trace_dev)
 exec 7>/dev/console
 failed=""
 for p in $parts; do

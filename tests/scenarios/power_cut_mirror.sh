@@ -32,12 +32,6 @@ NR=1024
 SECTORS=$((NR * REGION))
 REGION_BYTES=$((REGION * 512))
 
-param() {
-    for _w in $(cat /proc/cmdline); do
-        case $_w in "$1"=*) echo "${_w#*=}"; return 0 ;; esac
-    done
-}
-
 # mirror_log_words LOG [nosync]
 mirror_log_words() {
     _n=$((2 + $# - 1))
@@ -147,8 +141,8 @@ load() {
     fail "no power cut 120 s into the load"
 }
 
-verify_log=$(param powercut.verify)
-load_log=$(param powercut.load)
+verify_log=$(boot_param powercut.verify)
+load_log=$(boot_param powercut.load)
 [ -n "$verify_log$load_log" ] || fail "neither powercut.verify nor powercut.load on the kernel command line"
 [ -z "$verify_log" ] || verify "$verify_log"
 [ -z "$load_log" ] || load "$load_log"
