@@ -82,7 +82,9 @@ pub struct DirtyLog {
     sync_search: u64,
     /// POSTSUSPEND came and no RESUME since: the next RESUME is a real one.
     suspended: bool,
-    disk: Option<DiskStore>,
+    /// Boxed: every registry slot, used or not, holds a DirtyLog and is
+    /// locked in memory; only disk logs pay for the store.
+    disk: Option<Box<DiskStore>>,
     stage: Stage,
 }
 
@@ -126,7 +128,7 @@ impl DirtyLog {
             recovering: None,
             sync_search: 0,
             suspended: false,
-            disk: store,
+            disk: store.map(Box::new),
             stage: Stage::Idle,
         }
     }
@@ -135,16 +137,15 @@ impl DirtyLog {
     pub fn heap_bytes(&self) -> usize {
         self.clean.heap_bytes()
             + self.sync.heap_bytes()
-            + self
-                .disk
-                .as_ref()
-                .map_or(0, |d| d.heap_bytes() + crate::sys::aio::STAGING_HEAP_BYTES)
+            + self.disk.as_deref().map_or(0, |d| {
+                size_of::<DiskStore>() + d.heap_bytes() + crate::sys::aio::STAGING_HEAP_BYTES
+            })
     }
 
     /// What constructing a log of `region_count` regions will cost, for the
     /// memory budget, before anything is allocated (the bitmaps, and a disk
-    /// log's staging buffer; its per-block dirty bits are small enough to
-    /// ride along).
+    /// log's staging buffer; its store and per-block dirty bits are small
+    /// enough to ride along).
     pub fn heap_bytes_for(region_count: u64, disk: bool) -> usize {
         2 * crate::bitmap::words_for(region_count) * 8
             + if disk {
@@ -167,7 +168,7 @@ impl DirtyLog {
         self.sync_count
     }
     pub fn disk(&self) -> Option<&DiskStore> {
-        self.disk.as_ref()
+        self.disk.as_deref()
     }
     /// Regions with a write in flight (clean bit 0).
     pub fn dirty_count(&self) -> u64 {
@@ -195,7 +196,7 @@ impl DirtyLog {
     /// core_clear_region after `flush_failed`).
     #[inline]
     pub fn clear(&mut self, region: u64) {
-        if self.disk.as_ref().is_some_and(DiskStore::flush_failed) {
+        if self.disk.as_deref().is_some_and(DiskStore::flush_failed) {
             return;
         }
         if self.clean.set(region)
@@ -235,7 +236,7 @@ impl DirtyLog {
         self.stage = Stage::Idle;
         match work {
             Work::Flush => {
-                if self.disk.as_ref().is_some_and(|d| !d.is_loaded()) {
+                if self.disk.as_deref().is_some_and(|d| !d.is_loaded()) {
                     self.begin_load(true);
                 } else if let Some(d) = &mut self.disk {
                     d.begin_flush();
@@ -260,7 +261,7 @@ impl DirtyLog {
                 self.sync_search = 0;
                 if self
                     .disk
-                    .as_ref()
+                    .as_deref()
                     .is_some_and(|d| !d.is_loaded() || was_suspended)
                 {
                     self.begin_load(false);
@@ -346,7 +347,7 @@ impl DirtyLog {
 
     /// True while device work is begun and not finished.
     pub fn busy(&self) -> bool {
-        self.stage != Stage::Idle || self.disk.as_ref().is_some_and(DiskStore::busy)
+        self.stage != Stage::Idle || self.disk.as_deref().is_some_and(DiskStore::busy)
     }
 
     /// Runs `work` to its end in the calling thread.
@@ -385,7 +386,7 @@ impl DirtyLog {
     /// True when a disk log has deferred writes.
     pub fn has_deferred_writes(&self) -> bool {
         self.disk
-            .as_ref()
+            .as_deref()
             .is_some_and(DiskStore::has_deferred_writes)
     }
 
