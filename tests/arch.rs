@@ -19,14 +19,16 @@
 //! - `DMULOGD_BOOT_TIMEOUT`: seconds per boot (default 900); a hung guest fails.
 //! - `DMULOGD_KEEP=1`: keep each test's directory (disks, console) after a pass.
 
-use std::fmt::Write as _;
-use std::fs::{self, File};
+mod support;
+
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
+use support::{fresh_dir, sparse_disks, tail};
+
 const WORK: &str = env!("CARGO_TARGET_TMPDIR");
 /// The x86_64 binary of this test build.
 const X86_64_DAEMON: &str = env!("CARGO_BIN_EXE_dm-ulogd");
@@ -84,38 +86,6 @@ fn work_dir() -> PathBuf {
     Path::new(WORK).join("arch-tests")
 }
 
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// The console text without terminal escapes or other control characters.
-fn printable(raw: &[u8]) -> String {
-    let text = String::from_utf8_lossy(raw);
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\u{1b}' => {
-                if chars.peek() == Some(&'[') {
-                    chars.next();
-                    for p in chars.by_ref() {
-                        if p.is_ascii_alphabetic() {
-                            break;
-                        }
-                    }
-                } else {
-                    chars.next();
-                }
-            }
-            '\n' | '\t' => out.push(c),
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 fn check_tools(arch: Arch) -> Result<(), String> {
     for tool in arch.tools() {
         let found = std::env::var_os("PATH")
@@ -131,7 +101,7 @@ fn check_tools(arch: Arch) -> Result<(), String> {
 }
 
 fn run_script(script: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<String, String> {
-    let path = Path::new(REPO).join(script);
+    let path = support::repo(script);
     let started = Instant::now();
     let out = Command::new("sh")
         .arg(&path)
@@ -181,11 +151,7 @@ fn build_image(arch: Arch) -> Result<PathBuf, String> {
     let dir = work_dir();
     fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
     let image = dir.join(format!("image-{}.cpio.gz", arch.name()));
-    run_script(
-        "initramfs/build-image.sh",
-        &[image.to_str().unwrap(), bin.to_str().unwrap()],
-        &[("DMULOGD_ARCH", arch.name())],
-    )?;
+    support::build_image(&image, &bin, arch.name())?;
     Ok(image)
 }
 
@@ -209,78 +175,33 @@ fn image(arch: Arch) -> &'static Path {
 /// passed.
 fn run_parts(arch: Arch, label: &str, parts: &[&str]) {
     let image = image(arch);
-    let dir = work_dir().join(label);
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-    let disks: Vec<PathBuf> = (0..2)
-        .map(|i| {
-            let p = dir.join(format!("disk{i}.img"));
-            File::create(&p)
-                .and_then(|f| f.set_len(DISK_BYTES))
-                .unwrap_or_else(|e| panic!("create {}: {e}", p.display()));
-            p
-        })
-        .collect();
-    let console_path = dir.join("console.log");
-    let console = File::create(&console_path)
-        .unwrap_or_else(|e| panic!("create {}: {e}", console_path.display()));
-    let console_err = console.try_clone().expect("clone console file");
-    let timeout = std::env::var("DMULOGD_BOOT_TIMEOUT").unwrap_or_else(|_| "900".into());
-    let boot = Path::new(REPO).join("initramfs/boot.sh");
-
-    let started = Instant::now();
-    let status = Command::new("sh")
-        .arg(&boot)
-        .arg(image)
-        .arg("parts")
-        .args(&disks)
-        .env("DMULOGD_ARCH", arch.name())
-        .env("BOOT_APPEND", format!("dmulogd.parts={}", parts.join(",")))
-        .env("BOOT_TIMEOUT", &timeout)
-        .env("TMPDIR", &dir)
-        .stdin(Stdio::null())
-        .stdout(console)
-        .stderr(console_err)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", boot.display()));
-    let elapsed = started.elapsed().as_secs_f64();
-
-    let text = fs::read(&console_path)
-        .map(|b| printable(&b))
-        .unwrap_or_default();
-    let results: Vec<&str> = text
+    let dir = fresh_dir(work_dir().join(label));
+    let disks = sparse_disks(&dir, 2, DISK_BYTES);
+    let append = format!("dmulogd.parts={}", parts.join(","));
+    let envs = [
+        ("DMULOGD_ARCH", arch.name()),
+        ("BOOT_APPEND", append.as_str()),
+    ];
+    let console = support::boot(image, "parts", &disks, &dir, "console.log", &envs, 900);
+    let results: Vec<&str> = console
+        .text
         .lines()
         .filter(|l| l.starts_with("parts: ") && !l.starts_with("parts: ==="))
         .collect();
     for r in &results {
         eprintln!("arch test {label}: {}", &r["parts: ".len()..]);
     }
-    let passed = text.lines().any(|l| l == "DMULOGD-RESULT: PASS");
     let every_part = parts.iter().all(|p| {
         let line = format!("parts: {p} PASS in ");
         results.iter().any(|r| r.starts_with(&line))
     });
-    if status.success() && passed && every_part {
-        eprintln!("arch test {label}: PASS in {elapsed:.1} s");
-        if std::env::var_os("DMULOGD_KEEP").is_none() {
-            let _ = fs::remove_dir_all(&dir);
-        }
+    if console.passed() && every_part {
+        eprintln!("arch test {label}: PASS in {:.1} s", console.elapsed);
+        support::clean_up(&dir);
         return;
     }
-    let verdict = text
-        .lines()
-        .rfind(|l| l.starts_with("DMULOGD-RESULT:"))
-        .unwrap_or("no DMULOGD-RESULT line (guest hung, crashed or timed out)");
-    let mut msg = String::new();
-    let _ = writeln!(
-        msg,
-        "{label} failed after {elapsed:.1} s: {verdict} (boot.sh: {status})"
-    );
-    let _ = writeln!(msg, "parts: {}", results.join("; "));
-    let _ = writeln!(msg, "full console: {}", console_path.display());
-    let _ = writeln!(msg, "----- last 150 console lines -----");
-    msg.push_str(&tail(&text, 150));
-    panic!("{msg}");
+    let detail = format!("parts: {}\n", results.join("; "));
+    panic!("{}", console.failure(label, &detail, 150));
 }
 
 // libtest starts tests in the order of their names, as many at once as the

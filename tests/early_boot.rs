@@ -34,14 +34,17 @@
 //! - `DMULOGD_BOOT_TIMEOUT`: seconds per boot (default 300).
 //! - `DMULOGD_KEEP=1`: keep each test's directory after a pass.
 
+mod support;
+
 use std::fs;
+
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
+use support::{repo, run};
 
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const DAEMON: &str = env!("CARGO_BIN_EXE_dm-ulogd");
 const WORK: &str = env!("CARGO_TARGET_TMPDIR");
 
@@ -54,19 +57,13 @@ const SCRATCH_BYTES: u64 = 32 << 20;
 /// Where the Debian package puts the host unit (Debian 12's convention).
 const UNIT_DIR: &str = "lib/systemd/system";
 
-fn repo(p: &str) -> PathBuf {
-    Path::new(REPO).join(p)
-}
-
-/// `make install DESTDIR=<work>/early-boot/destdir`, once per test binary
-/// run, of the daemon cargo built for these tests.
 fn destdir() -> &'static Path {
     static DESTDIR: OnceLock<PathBuf> = OnceLock::new();
     DESTDIR.get_or_init(|| {
         let d = fresh_dir("destdir");
         run(Command::new("make")
             .arg("-C")
-            .arg(REPO)
+            .arg(support::REPO)
             .args(["--no-print-directory", "install"])
             .arg(format!("DESTDIR={}", d.display()))
             .arg(format!("BIN={DAEMON}"))
@@ -85,39 +82,7 @@ fn work(name: &str) -> PathBuf {
 }
 
 fn fresh_dir(name: &str) -> PathBuf {
-    let d = work(name);
-    let _ = fs::remove_dir_all(&d);
-    fs::create_dir_all(&d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
-    d
-}
-
-fn show(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for a in cmd.get_args() {
-        s.push(' ');
-        s.push_str(&a.to_string_lossy());
-    }
-    s
-}
-
-/// Runs a command to completion; panics with its output unless it succeeds.
-fn run(cmd: &mut Command) -> Output {
-    let started = Instant::now();
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", show(cmd)));
-    if !out.status.success() {
-        panic!(
-            "{} failed ({}) after {:.1} s\nstdout:\n{}\nstderr:\n{}",
-            show(cmd),
-            out.status,
-            started.elapsed().as_secs_f64(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    out
+    support::fresh_dir(work(name))
 }
 
 fn sh(script: &str) -> Command {
@@ -393,49 +358,30 @@ fn make_disks(dir: &Path) -> Disks {
 /// Boots `image` on the disks with early_boot.phase=`phase` through the
 /// harness's initramfs/boot.sh; panics unless the console shows PASS.
 fn boot(name: &str, dir: &Path, image: &Path, disks: &Disks, phase: u32, extra: &str) {
-    let console = dir.join(format!("console-{phase}.log"));
-    let out = fs::File::create(&console).unwrap();
-    let err = out.try_clone().unwrap();
-    let timeout = std::env::var("DMULOGD_BOOT_TIMEOUT").unwrap_or_else(|_| "300".into());
     let append = format!("root=/dev/mapper/dmroot rw early_boot.phase={phase} {extra}");
-    let started = Instant::now();
-    let status = Command::new("sh")
-        .arg(repo("initramfs/boot.sh"))
-        .arg(image)
-        .arg(format!("early-boot-{name}"))
-        .args([&disks.leg0, &disks.leg1, &disks.log, &disks.scratch])
-        .env("BOOT_TIMEOUT", &timeout)
-        .env("BOOT_APPEND", append)
-        .env("TMPDIR", dir)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .status()
-        .expect("run initramfs/boot.sh");
-    let elapsed = started.elapsed().as_secs_f64();
-    let raw = fs::read(&console).unwrap_or_default();
-    let text = String::from_utf8_lossy(&raw);
-    let lines: Vec<&str> = text.lines().map(|l| l.trim_end_matches('\r')).collect();
-    for l in lines.iter().filter(|l| l.contains("early-boot(")) {
+    let drives = [&disks.leg0, &disks.leg1, &disks.log, &disks.scratch].map(|d| d.to_path_buf());
+    let console = support::boot(
+        image,
+        &format!("early-boot-{name}"),
+        &drives,
+        dir,
+        &format!("console-{phase}.log"),
+        &[("BOOT_APPEND", append.as_str())],
+        300,
+    );
+    for l in console.text.lines().filter(|l| l.contains("early-boot(")) {
         eprintln!("  {l}");
     }
-    let passed = lines.contains(&"DMULOGD-RESULT: PASS");
-    if status.success() && passed {
-        eprintln!("early-boot: {name} boot {phase}: PASS in {elapsed:.1} s");
+    if console.passed() {
+        eprintln!(
+            "early-boot: {name} boot {phase}: PASS in {:.1} s",
+            console.elapsed
+        );
         return;
     }
-    let verdict = lines
-        .iter()
-        .rev()
-        .find(|l| l.starts_with("DMULOGD-RESULT:"))
-        .copied()
-        .unwrap_or("no DMULOGD-RESULT line (guest hung, crashed or timed out)");
-    let tail: Vec<&str> = lines.iter().rev().take(150).rev().copied().collect();
     panic!(
-        "{name} boot {phase} failed after {elapsed:.1} s: {verdict} (boot.sh: {status})\n\
-         full console: {}\n----- last 150 console lines -----\n{}",
-        console.display(),
-        tail.join("\n")
+        "{}",
+        console.failure(&format!("{name} boot {phase}"), "", 150)
     );
 }
 

@@ -12,14 +12,13 @@
 //! - `DMULOGD_KEEP=1`: keep each test's directory (disks, console) after a pass.
 //! - `DMULOGD_IMAGE`: use this initramfs instead of building one.
 
-use std::fmt::Write as _;
-use std::fs::{self, File};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{OnceLock, RwLock};
-use std::time::Instant;
+mod support;
 
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
+use std::path::{Path, PathBuf};
+use std::sync::{OnceLock, RwLock};
+
+use support::{fresh_dir, sparse_disks};
+
 const DAEMON: &str = env!("CARGO_BIN_EXE_dm-ulogd");
 const WORK: &str = env!("CARGO_TARGET_TMPDIR");
 
@@ -30,81 +29,15 @@ fn work_dir() -> PathBuf {
     Path::new(WORK).join("kernel-tests")
 }
 
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines.len().saturating_sub(n);
-    lines[start..].join("\n")
-}
-
-/// The console text without terminal escape sequences or other control
-/// characters (SeaBIOS resets and clears the screen), fit to print.
-fn printable(raw: &[u8]) -> String {
-    let text = String::from_utf8_lossy(raw);
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\u{1b}' => {
-                // ESC [ params letter, or ESC letter.
-                if chars.peek() == Some(&'[') {
-                    chars.next();
-                    while let Some(&p) = chars.peek() {
-                        chars.next();
-                        if p.is_ascii_alphabetic() {
-                            break;
-                        }
-                    }
-                } else {
-                    chars.next();
-                }
-            }
-            '\n' | '\t' => out.push(c),
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn build_image() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("DMULOGD_IMAGE") {
-        return Ok(PathBuf::from(p));
-    }
-    let dir = work_dir();
-    fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-    let image = dir.join("image.cpio.gz");
-    let script = Path::new(REPO).join("initramfs/build-image.sh");
-    let started = Instant::now();
-    let out = Command::new("sh")
-        .arg(&script)
-        .arg(&image)
-        .arg(DAEMON)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{} {} {} failed ({}); is the host set up (initramfs/setup-host.sh)?\nstdout:\n{}\nstderr:\n{}",
-            script.display(),
-            image.display(),
-            DAEMON,
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-        ));
-    }
-    eprintln!(
-        "kernel tests: built {} in {:.1} s",
-        image.display(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(image)
-}
-
 /// The initramfs, built once per test binary run.
 fn image() -> &'static Path {
     static IMAGE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match IMAGE.get_or_init(build_image) {
+    let built = IMAGE.get_or_init(|| {
+        let dir = work_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        support::x86_64_image(dir.join("image.cpio.gz"), DAEMON)
+    });
+    match built {
         Ok(p) => p,
         Err(e) => panic!("cannot build the test initramfs: {e}"),
     }
@@ -133,65 +66,18 @@ fn run_scenario_alone(scenario: &str, disks: usize) {
 
 fn boot_scenario(scenario: &str, disks: usize) {
     let image = image();
-    let dir = work_dir().join(scenario);
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-
-    let mut disk_paths = Vec::new();
-    for i in 0..disks {
-        let p = dir.join(format!("disk{i}.img"));
-        let f = File::create(&p).unwrap_or_else(|e| panic!("create {}: {e}", p.display()));
-        f.set_len(DISK_BYTES)
-            .unwrap_or_else(|e| panic!("set_len {}: {e}", p.display()));
-        disk_paths.push(p);
-    }
-
-    let console_path = dir.join("console.log");
-    let console = File::create(&console_path)
-        .unwrap_or_else(|e| panic!("create {}: {e}", console_path.display()));
-    let console_err = console.try_clone().expect("clone console file");
-    let timeout = std::env::var("DMULOGD_BOOT_TIMEOUT").unwrap_or_else(|_| "300".into());
-    let boot = Path::new(REPO).join("initramfs/boot.sh");
-
-    let started = Instant::now();
-    let status = Command::new("sh")
-        .arg(&boot)
-        .arg(image)
-        .arg(scenario)
-        .args(&disk_paths)
-        .env("BOOT_TIMEOUT", &timeout)
-        .env("TMPDIR", &dir)
-        .stdin(Stdio::null())
-        .stdout(console)
-        .stderr(console_err)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", boot.display()));
-    let elapsed = started.elapsed().as_secs_f64();
-
-    let text = fs::read(&console_path)
-        .map(|b| printable(&b))
-        .unwrap_or_default();
-    let passed = text.lines().any(|l| l == "DMULOGD-RESULT: PASS");
-    if status.success() && passed {
-        eprintln!("kernel test {scenario}: PASS in {elapsed:.1} s");
-        if std::env::var_os("DMULOGD_KEEP").is_none() {
-            let _ = fs::remove_dir_all(&dir);
-        }
+    let dir = fresh_dir(work_dir().join(scenario));
+    let disks = sparse_disks(&dir, disks, DISK_BYTES);
+    let console = support::boot(image, scenario, &disks, &dir, "console.log", &[], 300);
+    if console.passed() {
+        eprintln!("kernel test {scenario}: PASS in {:.1} s", console.elapsed);
+        support::clean_up(&dir);
         return;
     }
-    let verdict = text
-        .lines()
-        .rfind(|l| l.starts_with("DMULOGD-RESULT:"))
-        .unwrap_or("no DMULOGD-RESULT line (guest hung, crashed or timed out)");
-    let mut msg = String::new();
-    let _ = writeln!(
-        msg,
-        "scenario {scenario} failed after {elapsed:.1} s: {verdict} (boot.sh: {status})"
+    panic!(
+        "{}",
+        console.failure(&format!("scenario {scenario}"), "", 200)
     );
-    let _ = writeln!(msg, "full console: {}", console_path.display());
-    let _ = writeln!(msg, "----- last 200 console lines -----");
-    msg.push_str(&tail(&text, 200));
-    panic!("{msg}");
 }
 
 // Harness self-tests: the kernel's own logs, no dm-ulogd involved.

@@ -25,15 +25,18 @@
 //! initramfs-tools-core; it runs here, idempotently), and the network for
 //! apt in the throwaway root. These tests fail, never skip.
 
+mod support;
+
 use std::collections::BTreeSet;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Instant;
+use support::{repo, run};
 
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const DAEMON: &str = env!("CARGO_BIN_EXE_dm-ulogd");
 const WORK: &str = env!("CARGO_TARGET_TMPDIR");
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -57,44 +60,8 @@ const DEB_FILES: &[(&str, u32)] = &[
 /// The unit's enablement link that deb-systemd-helper makes.
 const WANTS_LINK: &str = "etc/systemd/system/sysinit.target.wants/dm-ulogd.service";
 
-fn repo(p: &str) -> PathBuf {
-    Path::new(REPO).join(p)
-}
-
 fn fresh_dir(name: &str) -> PathBuf {
-    let d = Path::new(WORK).join("package").join(name);
-    let _ = fs::remove_dir_all(&d);
-    fs::create_dir_all(&d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
-    d
-}
-
-fn show(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for a in cmd.get_args() {
-        s.push(' ');
-        s.push_str(&a.to_string_lossy());
-    }
-    s
-}
-
-/// Runs a command to completion; panics with its output unless it succeeds.
-fn run(cmd: &mut Command) -> Output {
-    let started = Instant::now();
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", show(cmd)));
-    if !out.status.success() {
-        panic!(
-            "{} failed ({}) after {:.1} s\nstdout:\n{}\nstderr:\n{}",
-            show(cmd),
-            out.status,
-            started.elapsed().as_secs_f64(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    out
+    support::fresh_dir(Path::new(WORK).join("package").join(name))
 }
 
 fn text(out: &Output) -> String {
@@ -150,7 +117,7 @@ fn mode(p: &Path) -> u32 {
 fn make(destdir: &Path, target: &str, vars: &[&str]) {
     run(Command::new("make")
         .arg("-C")
-        .arg(REPO)
+        .arg(support::REPO)
         .args(["--no-print-directory", target])
         .arg(format!("DESTDIR={}", destdir.display()))
         .arg(format!("BIN={DAEMON}"))

@@ -45,6 +45,8 @@
 //! The host needs nbdkit and qemu (initramfs/setup-host.sh); the test fails,
 //! never skips, without them.
 
+mod support;
+
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -60,7 +62,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const DAEMON: &str = env!("CARGO_BIN_EXE_dm-ulogd");
 const WORK: &str = env!("CARGO_TARGET_TMPDIR");
 
@@ -164,30 +165,6 @@ fn require_program(program: &str, package: &str) {
         found,
         "{program} is not installed: run initramfs/setup-host.sh (Debian package {package})"
     );
-}
-
-fn build_image(dir: &Path) -> PathBuf {
-    if let Some(p) = std::env::var_os("DMULOGD_IMAGE") {
-        return PathBuf::from(p);
-    }
-    let image = dir.join("image.cpio.gz");
-    let script = Path::new(REPO).join("initramfs/build-image.sh");
-    let out = Command::new("sh")
-        .arg(&script)
-        .arg(&image)
-        .arg(DAEMON)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(
-        out.status.success(),
-        "{} failed ({}); is the host set up (initramfs/setup-host.sh)?\nstdout:\n{}\nstderr:\n{}",
-        script.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    image
 }
 
 /// The disk files (vda, vdb, ... in this order) and their nbdkit servers.
@@ -613,7 +590,7 @@ fn boot(
     let console_path = dir.join(format!("console-{index:02}.log"));
     let mut console = File::create(&console_path).expect("create console log");
     let timeout: u64 = env_number("DMULOGD_BOOT_TIMEOUT").unwrap_or(150);
-    let script = Path::new(REPO).join("initramfs/boot.sh");
+    let script = support::repo("initramfs/boot.sh");
     let mut qemu = Command::new("sh")
         .arg(&script)
         .arg(image)
@@ -772,7 +749,8 @@ fn power_cut_with_volatile_write_caches() {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
     let started = Instant::now();
-    let image = build_image(&dir);
+    let image = support::x86_64_image(dir.join("image.cpio.gz"), DAEMON)
+        .unwrap_or_else(|e| panic!("cannot build the test initramfs: {e}"));
     for disk in &DISKS {
         let f = File::create(file_of(&dir, disk)).expect("create disk file");
         f.set_len(disk.bytes).expect("size disk file");
