@@ -417,14 +417,37 @@ fn count_bits_at(file: &File, offset: u64, bits: u64) -> std::io::Result<u64> {
 mod tests {
     use super::*;
 
-    fn temp_dir(name: &str) -> StateDir {
+    /// A state directory in the system's temp directory, removed with it
+    /// (each test run made three before, and left them).
+    struct TempState {
+        dir: StateDir,
+        path: std::path::PathBuf,
+    }
+
+    impl std::ops::Deref for TempState {
+        type Target = StateDir;
+        fn deref(&self) -> &StateDir {
+            &self.dir
+        }
+    }
+
+    impl Drop for TempState {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+
+    fn temp_dir(name: &str) -> TempState {
         let path =
             std::env::temp_dir().join(format!("dm-ulogd-state-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
         let fd =
             nix::fcntl::open(&path, OFlag::O_DIRECTORY | OFlag::O_RDONLY, Mode::empty()).unwrap();
-        StateDir::new(fd)
+        TempState {
+            dir: StateDir::new(fd),
+            path,
+        }
     }
 
     #[test]
@@ -486,9 +509,7 @@ mod tests {
             clean.clear(124);
             sync.set_range(0, 100);
         }
-        let path = std::env::temp_dir()
-            .join(format!("dm-ulogd-state-read-{}", std::process::id()))
-            .join(file_name(b"u-read", 9).as_str());
+        let path = dir.path.join(file_name(b"u-read", 9).as_str());
         let saved = read_saved_log(&path).unwrap().unwrap();
         assert_eq!(
             saved,
@@ -537,11 +558,9 @@ mod tests {
             ctr: b"1000 core 1 8",
             region_count: 125,
         };
-        let root =
-            std::env::temp_dir().join(format!("dm-ulogd-state-symlink-{}", std::process::id()));
         let target = std::env::temp_dir().join(format!("dm-ulogd-target-{}", std::process::id()));
         std::fs::write(&target, b"precious").unwrap();
-        let link = root.join(file_name(id.uuid, id.luid).as_str());
+        let link = dir.path.join(file_name(id.uuid, id.luid).as_str());
         std::os::unix::fs::symlink(&target, &link).unwrap();
         assert!(dir.saved_ctr(id.uuid, id.luid).is_none());
         assert!(!matches!(dir.restore(&id), Ok(Some(_))));
