@@ -37,12 +37,12 @@
 mod support;
 
 use std::fs;
-
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
+
 use support::{repo, run};
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_dm-ulogd");
@@ -57,6 +57,8 @@ const SCRATCH_BYTES: u64 = 32 << 20;
 /// Where the Debian package puts the host unit (Debian 12's convention).
 const UNIT_DIR: &str = "lib/systemd/system";
 
+/// `make install DESTDIR=<work>/early-boot/destdir`, once per test binary
+/// run, of the daemon cargo built for these tests.
 fn destdir() -> &'static Path {
     static DESTDIR: OnceLock<PathBuf> = OnceLock::new();
     DESTDIR.get_or_init(|| {

@@ -28,13 +28,13 @@
 mod support;
 
 use std::collections::BTreeSet;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Instant;
+
 use support::{repo, run};
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_dm-ulogd");
