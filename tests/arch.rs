@@ -48,9 +48,8 @@ const CORE_SET: &[&str] = &[
     KILL_CORE,
 ];
 
-/// SIGKILL and restart under load: i686 runs it in a boot of its own; not
-/// run on s390x, where its writes now and then stall in the emulated
-/// virtio-blk-ccw disk (see big_endian_s390x_core_set).
+/// SIGKILL and restart under load: i686 runs it in a boot of its own (see
+/// the test order below).
 const KILL_CORE: &str = "kill_core";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,22 +213,11 @@ fn run_parts(arch: Arch, label: &str, parts: &[&str]) {
 // on one thread while the other idled for over 100 s).
 
 /// Big-endian: the native-endian protocol and the little-endian disk log
-/// kept apart, on the s390x kernel (virtio-blk-ccw disks). Without
-/// kill_core: it passes in about 90 s, but hung in 1 of 13 s390x boots of
-/// the core set (and once in CI): after the second kill both pattern writes
-/// (dd, one per mirror) stayed blocked in submit_bio_wait while dm-ulogd
-/// listened and no log request was outstanding. The cause is below
-/// device-mapper (README, "Other architectures"): writes issued to a
-/// virtio-blk-ccw disk that never complete under qemu 7.2's TCG, and
-/// reads sent to that disk afterwards do not complete either. A part
-/// that hangs fails after parts.sh's per-part watchdog (300 s) with a dump
-/// of the guest (processes, blocked tasks' kernel stacks, every block
-/// device's in-flight counts, two SIGUSR1 summaries, a few seconds of
-/// tracing of dm-raid1 and the userspace log, the kernel log with
-/// dm-ulogd's lines).
+/// kept apart, on the s390x kernel (virtio-blk-ccw disks; two vCPUs, which
+/// initramfs/boot.sh explains).
 #[test]
 fn big_endian_s390x_core_set() {
-    run_parts(Arch::S390x, "s390x", &core_set_without_kill_core());
+    run_parts(Arch::S390x, "s390x", CORE_SET);
 }
 
 /// Little-endian arm64: the cloud kernel (-M virt, virtio-blk-pci disks).
