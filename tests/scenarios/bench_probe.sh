@@ -49,7 +49,7 @@ for cfg in $CFGS; do
     echo 0 >$T/tracing_on
     echo nop >$T/current_tracer
     echo >$T/trace
-    echo 'userspace_* dm_consult_userspace dm_rh_* blkdev_fsync blkdev_issue_flush blkdev_write_iter __blkdev_direct_IO_simple __blkdev_direct_IO blkdev_read_iter' >$T/set_ftrace_filter 2>/dev/null ||
+    echo 'userspace_* dm_consult_userspace dm_rh_* disk_flush blkdev_fsync blkdev_issue_flush blkdev_write_iter __blkdev_direct_IO_simple __blkdev_direct_IO blkdev_read_iter' >$T/set_ftrace_filter 2>/dev/null ||
         log "set_ftrace_filter failed: $(cat $T/set_ftrace_filter | head -3)"
     echo function_graph >$T/current_tracer
     echo 1 >$T/tracing_on
