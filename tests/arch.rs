@@ -205,12 +205,12 @@ fn run_parts(arch: Arch, label: &str, parts: &[&str]) {
 
 // libtest starts tests in the order of their names, as many at once as the
 // machine has cores (CI: two). The names start the two longest boots first
-// (aarch64 about 190 s, s390x about 235 s with kill_core and 160 s
-// without, with image builds, TCG, measured with two at once), then i686 in two boots (about 105 s without kill_core,
-// 85 s with only it) and x86_64 (30 s), so that both threads end within
-// about 30 s of each other: about 335 s in all by those boot times; with
-// i686 in one boot the run took 410 s (its 180 s boot ran after aarch64's
-// on one thread while the other idled for over 100 s).
+// (aarch64 about 190 s, s390x about 235 s with image builds, TCG, measured
+// with two at once), then i686 in two boots (about 105 s without
+// kill_core, 85 s with only it) and x86_64 (30 s), so that both threads end
+// within about 30 s of each other: about 335 s in all by those boot times;
+// with i686 in one boot the run took 410 s (its 180 s boot ran after
+// aarch64's on one thread while the other idled for over 100 s).
 
 /// Big-endian: the native-endian protocol and the little-endian disk log
 /// kept apart, on the s390x kernel (virtio-blk-ccw disks; two vCPUs, which
