@@ -147,7 +147,7 @@ pub struct DiskStore {
     /// The device work decided on and not finished.
     plan: Plan,
     /// The spans of the write step rendered last.
-    batch: Box<Spans>,
+    batch: Spans,
 }
 
 impl DiskStore {
@@ -177,7 +177,7 @@ impl DiskStore {
             failures: 0,
             io: IoCounts::default(),
             plan: Plan::idle(),
-            batch: Box::default(),
+            batch: Spans::default(),
         })
     }
 
@@ -216,7 +216,7 @@ impl DiskStore {
     /// Heap bytes of the per-block dirty bits (the staging buffer is the
     /// engine's, see `crate::engine`).
     pub fn heap_bytes(&self) -> usize {
-        self.dirty_blocks.heap_bytes() + size_of::<Spans>()
+        self.dirty_blocks.heap_bytes()
     }
 
     /// The spans of the write step in flight (or rendered last).
@@ -476,7 +476,7 @@ impl DiskStore {
             spans.push(offset, len);
         }
         let count = spans.as_slice().len();
-        *self.batch = spans;
+        self.batch = spans;
         if count == 0 {
             return None;
         }
@@ -532,7 +532,7 @@ impl DiskStore {
             (Step::LegFlush, Err(e)) => self.legs_failed(clean, e),
             (Step::Write { .. }, Ok(())) => {}
             (Step::Write { .. }, Err(e)) => {
-                let spans = *self.batch;
+                let spans = self.batch;
                 for span in spans.as_slice() {
                     let first = span.offset >> self.block_shift;
                     let end = first + (span.len as u64 >> self.block_shift);
@@ -759,9 +759,9 @@ pub struct Span {
 }
 
 /// The spans of a write step, packed one after another in the staging
-/// buffer. Each disk log keeps one on the heap (allocated at CTR), outside
-/// the preallocated registry and the step: a few hundred bytes that every
-/// idle log slot would otherwise hold.
+/// buffer. Each disk log keeps one in its store, which is allocated at CTR
+/// (`DirtyLog`), outside the preallocated registry and the step: a few
+/// hundred bytes that every idle log slot would otherwise hold.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Spans {
     items: [Span; MAX_WRITE_SPANS],
