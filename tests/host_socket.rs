@@ -800,3 +800,45 @@ fn signals_are_seen_while_the_queue_stays_full() {
         dropped(&d.log())
     );
 }
+
+/// A receive takes at most the datagrams it asks for and leaves the rest
+/// queued, in order: the event loop's waiting receives ask for one (see
+/// `drain_socket`), the ones after a poll for a batch.
+#[test]
+fn a_receive_takes_at_most_the_datagrams_it_asks_for() {
+    use dm_ulogd::sys::netlink::{BATCH, Datagrams};
+    use nix::sys::socket::{NetlinkAddr, getsockname};
+    use std::os::fd::AsRawFd;
+
+    let sender = ConnectorSocket::open_unicast().expect("open a connector socket");
+    let receiver = ConnectorSocket::open_unicast().expect("open a connector socket");
+    let port = getsockname::<NetlinkAddr>(receiver.as_raw_fd())
+        .expect("the receiver's netlink address")
+        .pid();
+    for i in 0..3u8 {
+        sender
+            .send_to(&[i; 20], port)
+            .unwrap_or_else(|e| panic!("unicast to port {port}: {}", e.desc()));
+    }
+    let mut batch = Box::new(Datagrams::<64>::new());
+    receiver
+        .recv_batch(&mut batch, 1, false)
+        .expect("a first receive");
+    assert_eq!(
+        batch.len(),
+        1,
+        "a receive asking for one took {}",
+        batch.len()
+    );
+    assert_eq!(batch.get(0).0, &[0u8; 20][..]);
+    receiver
+        .recv_batch(&mut batch, BATCH, false)
+        .expect("a second receive");
+    assert_eq!(batch.len(), 2, "the rest of the queue, in one receive");
+    assert_eq!(batch.get(0).0, &[1u8; 20][..]);
+    assert_eq!(batch.get(1).0, &[2u8; 20][..]);
+    assert_eq!(
+        receiver.recv_batch(&mut batch, BATCH, false).err(),
+        Some(Errno::EAGAIN)
+    );
+}

@@ -236,17 +236,19 @@ impl<const LEN: usize> Datagrams<LEN> {
 
 impl ConnectorSocket {
     /// Replaces `batch` with the datagrams queued on the socket, up to
-    /// BATCH, in one recvmmsg; with `wait`, first waits for one up to the
-    /// `set_receive_wait` time. EAGAIN when none came, ENOBUFS when the
-    /// queue overflowed and datagrams were lost. A batch that is not full
-    /// emptied the queue: recvmmsg stops early only when the queue is empty
-    /// or on an error, which it keeps for the next call, and a queue
+    /// `max` (at most BATCH), in one recvmmsg; with `wait`, first waits for
+    /// one up to the `set_receive_wait` time. EAGAIN when none came, ENOBUFS
+    /// when the queue overflowed and datagrams were lost. A batch short of
+    /// `max` emptied the queue: recvmmsg stops early only when the queue is
+    /// empty or on an error, which it keeps for the next call, and a queue
     /// overflow also wakes the poller again.
     pub fn recv_batch<const LEN: usize>(
         &self,
         batch: &mut Datagrams<LEN>,
+        max: usize,
         wait: bool,
     ) -> Result<(), Errno> {
+        let max = max.clamp(1, BATCH);
         let flags = if wait {
             libc::MSG_WAITFORONE
         } else {
@@ -268,14 +270,15 @@ impl ConnectorSocket {
             hdr.msg_hdr.msg_iov = &mut iovs[i];
             hdr.msg_hdr.msg_iovlen = 1;
         }
-        // SAFETY: every header points at a live sockaddr_nl of the length
-        // given and one live iovec over a buffer of LEN writable bytes;
-        // all of them outlive the call, and the kernel writes within them.
+        // SAFETY: every header (max <= BATCH of them are passed) points at a
+        // live sockaddr_nl of the length given and one live iovec over a
+        // buffer of LEN writable bytes; all of them outlive the call, and
+        // the kernel writes within them.
         let n = unsafe {
             libc::recvmmsg(
                 self.fd.as_raw_fd(),
                 hdrs.as_mut_ptr(),
-                BATCH as _,
+                max as _,
                 flags as _,
                 std::ptr::null_mut(),
             )
@@ -320,6 +323,19 @@ impl ConnectorSocket {
             hdrs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_nl>() as libc::socklen_t;
             hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
             hdrs[i].msg_hdr.msg_iovlen = 1;
+        }
+        if batch.count == 1 {
+            // One datagram: sendto, which spares the kernel the message
+            // header array (and sendmmsg's reschedule point).
+            let (reply, _) = batch.get(0);
+            loop {
+                match self.send_to(reply, 0) {
+                    Err(Errno::EINTR) => continue,
+                    Err(e) => on_error(e),
+                    Ok(()) => {}
+                }
+                return;
+            }
         }
         let mut sent = 0;
         while sent < batch.count {
