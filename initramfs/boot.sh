@@ -26,6 +26,11 @@
 #                  qemu -drive values, e.g. an NBD server's
 #                  file=nbd:unix:/s.sock,format=raw,if=virtio,cache=writeback
 #   BOOT_PIDFILE   qemu writes its pid there (-pidfile), e.g. to kill it
+#   BOOT_ICOUNT    N: run with `-icount shift=N,sleep=on`: the guest's clock
+#                  counts instructions, 2^N ns each, so what the guest times
+#                  does not depend on the host's load (BENCHMARKS.md
+#                  section 5, tests/scenarios/bench_pair.sh); idle time
+#                  still passes in real time
 set -u
 
 if [ $# -lt 2 ]; then
@@ -102,6 +107,9 @@ for d in ${BOOT_DRIVES:-}; do
 done
 if [ -n "${BOOT_PIDFILE:-}" ]; then
     set -- "$@" -pidfile "$BOOT_PIDFILE"
+fi
+if [ -n "${BOOT_ICOUNT:-}" ]; then
+    set -- "$@" -icount "shift=$BOOT_ICOUNT,sleep=on"
 fi
 
 log=$(mktemp "${TMPDIR:-/tmp}/dmulogd-console.XXXXXX")
