@@ -100,15 +100,6 @@ while [ $i -lt $MULTI ]; do
     i=$((i + 1))
 done
 
-# job NAME: the fio arguments of a job.
-job_args() {
-    case $1 in
-        randw_qd1) echo "--rw=randwrite --bs=4k --iodepth=1 --ioengine=$ENGINE" ;;
-        randw_qd16) echo "--rw=randwrite --bs=4k --iodepth=16 --ioengine=$ENGINE" ;;
-        seqw) echo "--rw=write --bs=1M --iodepth=1 --size=$SEQ_SIZE --ioengine=$ENGINE" ;;
-        seqw4k) echo "--rw=write --bs=4k --iodepth=1 --size=$SEQ_SIZE --ioengine=$ENGINE" ;;
-    esac
-}
 JOBS="randw_qd1 randw_qd16 seqw seqw4k"
 
 if [ "$MODE" = full ]; then

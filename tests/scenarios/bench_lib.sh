@@ -234,3 +234,29 @@ server_requests() { if [ "$SERVER" = null ]; then null_requests; else daemon_req
 server_cpu() { if [ "$SERVER" = null ]; then cpu_ns "$NULL_PID"; else cpu_ns "$DPID"; fi; }
 server_pid() { if [ "$SERVER" = null ]; then echo "$NULL_PID"; else echo "$DPID"; fi; }
 
+# job_args NAME: the fio arguments of a benchmark job (ENGINE: fio_engine;
+# SEQ_SIZE: the sequential jobs' range, default 256M).
+job_args() {
+    case $1 in
+        randw_qd1) echo "--rw=randwrite --bs=4k --iodepth=1 --ioengine=$ENGINE" ;;
+        randw_qd16) echo "--rw=randwrite --bs=4k --iodepth=16 --ioengine=$ENGINE" ;;
+        seqw) echo "--rw=write --bs=1M --iodepth=1 --size=${SEQ_SIZE:-256M} --ioengine=$ENGINE" ;;
+        seqw4k) echo "--rw=write --bs=4k --iodepth=1 --size=${SEQ_SIZE:-256M} --ioengine=$ENGINE" ;;
+        *) fail "unknown benchmark job $1" ;;
+    esac
+}
+
+# diag_setup: where the diagnostics (bench_probe, bench_pair) start: dm-ulogd
+# running (DPID), the null responder unpacked when the image has it, the
+# legs LEG0 and LEG1 (the first two disks, whole), a zeroed 4 MiB log device
+# /dev/mapper/p_log on the third, and ENGINE.
+diag_setup() {
+    start_daemon
+    DPID=$(daemon_pid)
+    null_setup
+    LEG0=$(disk_n 0)
+    LEG1=$(disk_n 1)
+    carve p_log 8192 "$(disk_n 2)"
+    zero_dev /dev/mapper/p_log
+    ENGINE=$(fio_engine)
+}

@@ -5,8 +5,8 @@
 # with BOOT_ICOUNT=0 (qemu -icount: one instruction is a nanosecond of guest
 # time, so the host's load drops out of everything but idle time).
 # Configurations: dmulogd.pair=CFG,CFG (default ucore,null; see log_args in
-# bench_lib.sh); job: dmulogd.pair_job = randw_qd1 (default), randw_qd16, or
-# resync (kernel core against the first userspace configuration, a
+# bench_lib.sh); job: dmulogd.pair_job = randw_qd1 (default), another of
+# bench_lib.sh's job_args, or resync (kernel core against the first userspace configuration, a
 # dmulogd.pair_regions-region mirror created in sync); rounds:
 # dmulogd.pair_rounds (default 2); seconds per fio run: dmulogd.pair_secs
 # (default 4); fio mirror size: dmulogd.pair_regions (default 16384; 512 KiB
@@ -24,20 +24,11 @@ CFGS=$(boot_param dmulogd.pair "ucore,null" | tr , ' ')
 JOB=$(boot_param dmulogd.pair_job randw_qd1)
 ROUNDS=$(boot_param dmulogd.pair_rounds 2)
 SECS=$(boot_param dmulogd.pair_secs 4)
+diag_setup
 case $JOB in
-    randw_qd1) JA="--rw=randwrite --bs=4k --iodepth=1" ;;
-    randw_qd16) JA="--rw=randwrite --bs=4k --iodepth=16" ;;
     resync) CFGS="kcore ${CFGS%% *}" ;;
-    *) fail "unknown dmulogd.pair_job $JOB" ;;
+    *) JA=$(job_args "$JOB") ;;
 esac
-start_daemon
-DPID=$(daemon_pid)
-null_setup
-LEG0=$(disk_n 0)
-LEG1=$(disk_n 1)
-carve p_log 8192 "$(disk_n 2)"
-zero_dev /dev/mapper/p_log
-ENGINE=$(fio_engine)
 REVERSED=$(echo $CFGS | tr ' ' '\n' | sed '1!G;h;$!d' | tr '\n' ' ')
 
 # pair_run CONFIG ROUND
@@ -61,7 +52,7 @@ pair_run() {
         bench_create mp $((N * REGION)) 0 $LOGARGS
         prime /dev/mapper/mp
         # shellcheck disable=SC2086
-        set -- "$1" "$2" $(fio_terse /dev/mapper/mp "$SECS" $JA --ioengine=$ENGINE)
+        set -- "$1" "$2" $(fio_terse /dev/mapper/mp "$SECS" $JA)
     fi
     if is_userspace "$1"; then c1=$(server_cpu); q1=$(server_requests); fi
     remove_dev mp

@@ -25,20 +25,8 @@ mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null
 T=/sys/kernel/tracing
 # Room for every event of a run (the default buffer drops events).
 echo 32768 >$T/buffer_size_kb
-start_daemon
-DPID=$(daemon_pid)
-null_setup
-LEG0=$(disk_n 0)
-LEG1=$(disk_n 1)
-carve p_log 8192 "$(disk_n 2)"
-zero_dev /dev/mapper/p_log
-ENGINE=$(fio_engine)
-case $JOB in
-    randw_qd1) JA="--rw=randwrite --bs=4k --iodepth=1" ;;
-    randw_qd16) JA="--rw=randwrite --bs=4k --iodepth=16" ;;
-    seqw) JA="--rw=write --bs=1M --iodepth=1 --size=256M" ;;
-    seqw4k) JA="--rw=write --bs=4k --iodepth=1 --size=256M" ;;
-esac
+diag_setup
+JA=$(job_args "$JOB")
 for cfg in $CFGS; do
     case $cfg in
         null) [ -n "$NULLR" ] || fail "no null responder in this image"; use_server null ;;
@@ -53,7 +41,7 @@ for cfg in $CFGS; do
         log "set_ftrace_filter failed: $(cat $T/set_ftrace_filter | head -3)"
     echo function_graph >$T/current_tracer
     echo 1 >$T/tracing_on
-    set -- $(fio_terse /dev/mapper/mp "$SECS" $JA --ioengine=$ENGINE)
+    set -- $(fio_terse /dev/mapper/mp "$SECS" $JA)
     echo 0 >$T/tracing_on
     bench_line probe log=$cfg job=$JOB iops=$1 p99_us=$3
     # function_graph lines: "cpu) duration us | func();" or "{ ... }" pairs.
@@ -78,7 +66,7 @@ for cfg in $CFGS; do
     done
     r0=$(server_requests)
     echo 1 >$T/tracing_on
-    set -- $(fio_terse /dev/mapper/mp "$SECS" $JA --ioengine=$ENGINE)
+    set -- $(fio_terse /dev/mapper/mp "$SECS" $JA)
     echo 0 >$T/tracing_on
     r1=$(server_requests)
     for e in sys_enter sys_exit; do echo 0 >$T/events/raw_syscalls/$e/enable; done
