@@ -180,14 +180,12 @@ fn drain_socket(
         // tries for another after the first, and that try fails whenever
         // requests come one at a time (a mirror at queue depth 1: its
         // kernel thread waits for each reply before it sends the next
-        // request). Measured under qemu -icount (an instruction is a
-        // nanosecond there), one datagram per waiting receive and sendto for
-        // a lone reply took a qd1 core-log mirror from 0.85-0.88x to
-        // 1.00-1.03x the null responder's IOPS, and the daemon's CPU from
-        // ~11,890 to ~10,420 instructions per request (the responder's:
-        // ~10,210); asking for a batch every 16th receive kept only
-        // 0.89-0.93x. What piled up while the loop polled or a log device
-        // worked is still taken in batches.
+        // request). Counted in instructions (qemu -icount, BENCHMARKS.md
+        // section 5), one datagram per waiting receive and sendto for a
+        // lone reply took the daemon's CPU from ~11,880 to ~10,350
+        // instructions per request, the null responder's +2%. What piled
+        // up while the loop polled or a log device worked is still taken in
+        // batches.
         let max = if wait { 1 } else { BATCH };
         match socket.recv_batch(rx, max, wait) {
             Ok(()) => {}

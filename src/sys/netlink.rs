@@ -307,6 +307,18 @@ impl ConnectorSocket {
         batch: &Datagrams<LEN>,
         mut on_error: impl FnMut(Errno),
     ) {
+        if batch.count == 1 {
+            // One datagram: sendto, which spares the kernel the message
+            // header array (and sendmmsg's reschedule point).
+            let (reply, _) = batch.get(0);
+            while let Err(e) = self.send_to(reply, 0) {
+                if e != Errno::EINTR {
+                    on_error(e);
+                    break;
+                }
+            }
+            return;
+        }
         // SAFETY: all-zero bytes are a valid sockaddr_nl: port 0 (the
         // kernel), no groups; the family is set below.
         let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
@@ -323,19 +335,6 @@ impl ConnectorSocket {
             hdrs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_nl>() as libc::socklen_t;
             hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
             hdrs[i].msg_hdr.msg_iovlen = 1;
-        }
-        if batch.count == 1 {
-            // One datagram: sendto, which spares the kernel the message
-            // header array (and sendmmsg's reschedule point).
-            let (reply, _) = batch.get(0);
-            loop {
-                match self.send_to(reply, 0) {
-                    Err(Errno::EINTR) => continue,
-                    Err(e) => on_error(e),
-                    Ok(()) => {}
-                }
-                return;
-            }
         }
         let mut sent = 0;
         while sent < batch.count {
