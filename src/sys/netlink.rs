@@ -262,7 +262,8 @@ impl ConnectorSocket {
         let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
         // SAFETY: as above.
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for (i, hdr) in hdrs.iter_mut().enumerate() {
+        // Only the headers passed to the kernel need filling.
+        for (i, hdr) in hdrs.iter_mut().enumerate().take(max) {
             iovs[i].iov_base = batch.bufs[i].as_mut_ptr().cast();
             iovs[i].iov_len = LEN;
             hdr.msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_nl).cast();
@@ -270,9 +271,9 @@ impl ConnectorSocket {
             hdr.msg_hdr.msg_iov = &mut iovs[i];
             hdr.msg_hdr.msg_iovlen = 1;
         }
-        // SAFETY: every header (max <= BATCH of them are passed) points at a
-        // live sockaddr_nl of the length given and one live iovec over a
-        // buffer of LEN writable bytes; all of them outlive the call, and
+        // SAFETY: the headers passed, the first max (<= BATCH), each point
+        // at a live sockaddr_nl of the length given and one live iovec over
+        // a buffer of LEN writable bytes; all of them outlive the call, and
         // the kernel writes within them.
         let n = unsafe {
             libc::recvmmsg(

@@ -147,20 +147,6 @@ measure() {
     remove_dev m
 }
 
-# rounds CONFIGS REVERSED LABEL FUNCTION: FUNCTION CONFIG ROUND for every
-# configuration, ROUNDS rounds, the order reversed every other round.
-rounds() {
-    o_r=1
-    while [ $o_r -le "$ROUNDS" ]; do
-        if [ $((o_r % 2)) -eq 1 ]; then o_order=$1; else o_order=$2; fi
-        for o_cfg in $o_order; do
-            log "$3, round $o_r: $o_cfg"
-            "$4" "$o_cfg" "$o_r"
-        done
-        o_r=$((o_r + 1))
-    done
-}
-
 # measure_job CONFIG ROUND: `measure` of the current size and job.
 measure_job() { measure $size $n $logdev "$1" $job "$2"; }
 

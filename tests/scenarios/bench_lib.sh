@@ -234,6 +234,20 @@ server_requests() { if [ "$SERVER" = null ]; then null_requests; else daemon_req
 server_cpu() { if [ "$SERVER" = null ]; then cpu_ns "$NULL_PID"; else cpu_ns "$DPID"; fi; }
 server_pid() { if [ "$SERVER" = null ]; then echo "$NULL_PID"; else echo "$DPID"; fi; }
 
+# rounds CONFIGS REVERSED LABEL FUNCTION: FUNCTION CONFIG ROUND for every
+# configuration, ROUNDS rounds, the order reversed every other round.
+rounds() {
+    o_r=1
+    while [ $o_r -le "$ROUNDS" ]; do
+        if [ $((o_r % 2)) -eq 1 ]; then o_order=$1; else o_order=$2; fi
+        for o_cfg in $o_order; do
+            log "$3, round $o_r: $o_cfg"
+            "$4" "$o_cfg" "$o_r"
+        done
+        o_r=$((o_r + 1))
+    done
+}
+
 # job_args NAME: the fio arguments of a benchmark job (ENGINE: fio_engine;
 # SEQ_SIZE: the sequential jobs' range, default 256M).
 job_args() {

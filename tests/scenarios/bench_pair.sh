@@ -6,8 +6,9 @@
 # time, so the host's load drops out of everything but idle time).
 # Configurations: dmulogd.pair=CFG,CFG (default ucore,null; see log_args in
 # bench_lib.sh); job: dmulogd.pair_job = randw_qd1 (default), another of
-# bench_lib.sh's job_args, or resync (kernel core against the first userspace configuration, a
-# dmulogd.pair_regions-region mirror created in sync); rounds:
+# bench_lib.sh's job_args, or resync (kernel core against the first
+# userspace configuration, a dmulogd.pair_regions-region mirror created in
+# sync); rounds:
 # dmulogd.pair_rounds (default 2); seconds per fio run: dmulogd.pair_secs
 # (default 4); fio mirror size: dmulogd.pair_regions (default 16384; 512 KiB
 # regions). Prints per run: "PAIR job=... round=... log=... iops=...
@@ -62,12 +63,7 @@ pair_run() {
     echo "PAIR job=$JOB round=$2 log=$1 $what requests=$((q1 - q0)) cpu_ns_req=$(((c1 - c0) / req))" >/dev/console
 }
 
-r=1
-while [ $r -le "$ROUNDS" ]; do
-    if [ $((r % 2)) -eq 1 ]; then order=$CFGS; else order=$REVERSED; fi
-    for cfg in $order; do pair_run "$cfg" $r; done
-    r=$((r + 1))
-done
+rounds "$CFGS" "$REVERSED" "$JOB" pair_run
 use_server dmulogd
 stop_daemon
 pass
