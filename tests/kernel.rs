@@ -272,3 +272,13 @@ fn state_file_system_full() {
 fn character_device_as_log_device() {
     run_scenario("log_device_not_block", 2);
 }
+
+// Failures and liveness across a restart (issues 24, 26, 27).
+
+/// A disk log whose device failed (D) and whose leg flush failed is killed
+/// and restarted: the status still shows D and nothing is recorded clean on
+/// its device until a table reload starts a new log (issue 26 §2).
+#[test]
+fn restart_keeps_log_failure() {
+    run_scenario("restart_keeps_failure", 2);
+}
