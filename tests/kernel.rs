@@ -282,3 +282,12 @@ fn character_device_as_log_device() {
 fn restart_keeps_log_failure() {
     run_scenario("restart_keeps_failure", 2);
 }
+
+/// After a restart, the POSTSUSPEND of a disk log not yet reconnected whose
+/// log device is suspended waits in the engine: another mirror keeps at
+/// least 80% of its write rate meanwhile, and the suspend completes once
+/// the device is resumed (issue 27 §1). Rates compared: run alone.
+#[test]
+fn restart_suspend_with_hung_log_device() {
+    run_scenario_alone("restart_suspend_hung_log", 2);
+}
