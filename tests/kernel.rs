@@ -291,3 +291,11 @@ fn restart_keeps_log_failure() {
 fn restart_suspend_with_hung_log_device() {
     run_scenario_alone("restart_suspend_hung_log", 2);
 }
+
+/// A POSTSUSPEND whose write fails, then a reload onto the restored log
+/// device: while the new log resyncs a region its device records dirty,
+/// the old table's DTR writes nothing over it (issue 24 §2).
+#[test]
+fn reload_after_failed_suspend() {
+    run_scenario("reload_after_failed_suspend", 2);
+}
