@@ -9,9 +9,9 @@
 # daemon writes the log's saved bits to its device (after a leg flush), as
 # the old table's last image. That write waits on the suspended device; it
 # must go through the engine with the POSTSUSPEND's answer parked, not block
-# the loop: meanwhile hb keeps at least 80% of its write rate (fio QD1 random
-# 4 KiB writes, measured after the restart before and during the hang; the
-# hang lasts 11 s, under the kernel's 15 s request timeout), and
+# the loop: meanwhile hb keeps at least half of its write rate (fio QD1
+# random 4 KiB writes, measured after the restart before and during the
+# hang; the hang lasts 11 s, under the kernel's 15 s request timeout), and
 # `dmsetup suspend ha` is still waiting. Once the log device is resumed the
 # suspend completes, the device holds the saved image (all clean), and ha
 # resumes, reconnects and works.
@@ -23,6 +23,11 @@ SECTORS=65536    # 32 MiB
 REGION=1024      # 64 regions
 NR=64
 MEASURE=5        # seconds per rate measurement
+# hb's rate during the hang over its rate before, at least: with the loop
+# blocked (2fa7c2d) it is 0, every write of hb waiting out the hang; with
+# the write-back in the engine it measured 0.95, and 0.66 beside other
+# guests loading the host's two cores.
+MIN_RATIO=0.5
 HANG=11          # seconds ha's log device stays suspended
 # The restart: the first request of a log finds no log (-ESRCH) and the
 # kernel reconnects it; PRESUSPEND and POSTSUSPEND do not reconnect, so the
@@ -73,8 +78,8 @@ log "hb while ha's suspend waits on its log device: $during IOPS (measured up to
 [ "$(kmsg_count 'raid1: log presuspend failed')" -le 1 ] || problem "more than one presuspend failure in the kernel log"
 ratio=$(awk -v b="$before" -v d="$during" 'BEGIN { printf "%.2f", d / b }')
 log "hb keeps $ratio of its write rate while ha's log device hangs ($during vs $before IOPS)"
-awk -v b="$before" -v d="$during" 'BEGIN { exit !(d >= 0.8 * b) }' ||
-    problem "hb fell to $ratio of its write rate while ha's suspend waited on its hung log device (at least 0.80 required)"
+awk -v b="$before" -v d="$during" -v m=$MIN_RATIO 'BEGIN { exit !(d >= m * b) }' ||
+    problem "hb fell to $ratio of its write rate while ha's suspend waited on its hung log device (at least $MIN_RATIO required)"
 wait $resumer
 log "ha_log resumed after $(( ($(now_ds) - t0) / 10 )) s"
 [ -f /tmp/suspend.waited ] ||
