@@ -915,3 +915,48 @@ fn failure_flags_survive_a_restart() {
         "recorded clean after a failed leg flush and a restart"
     );
 }
+
+/// Issue 27, 1: after a restart, the POSTSUSPEND of a disk log the kernel
+/// has not reconnected writes the saved bits through the engine: parked
+/// until its leg flush and write complete, while other logs are served.
+#[test]
+fn a_postsuspend_before_the_reconnect_writes_through_the_engine() {
+    let mut d = Daemon::new("postsuspend-after-restart");
+    d.now(A, MARK_REGION, &u64s(&[4]));
+    let f = d.send_parked(A, FLUSH, &[]);
+    d.finish_all();
+    d.assert_answered(f, 0);
+    d.now(A, CLEAR_REGION, &u64s(&[4]));
+    d.restart();
+    // B reconnects and is served; A does not reconnect before its suspend.
+    let table = format!("{} disk 2 {} 8\0", COUNT * 8, d.devices[1].display());
+    assert_eq!(d.send(B, CTR, table.as_bytes()), Some((0, Vec::new())));
+    d.slots = vec![(0, 1), (1, 0)];
+    let resume = d.send_parked(B, RESUME, &[]);
+    d.finish_all();
+    d.assert_answered(resume, 0);
+    let suspend = d.send_parked(A, POSTSUSPEND, &[]);
+    assert_eq!(
+        d.pending(1),
+        Some(Step::LegFlush),
+        "A's saved bits, through the engine"
+    );
+    // A's device work hangs; B goes on.
+    d.now(B, MARK_REGION, &u64s(&[7]));
+    let f = d.send_parked(B, FLUSH, &[]);
+    d.finish(0, false);
+    d.assert_answered(f, 0);
+    assert!(!d.was_answered(suspend));
+    d.finish_all();
+    d.assert_answered(suspend, 0);
+    assert!(
+        clean_on_device(&d.devices[0], 4),
+        "the saved clear was written"
+    );
+    assert_eq!(d.server.registry().len(), 1, "A is not live");
+    assert_eq!(
+        fs::read_dir(d.dir.join("state")).unwrap().count(),
+        2,
+        "A's state file stays"
+    );
+}
