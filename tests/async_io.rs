@@ -177,6 +177,17 @@ impl Daemon {
         self.caches[device].durable[1024 + (region / 8) as usize] & (1 << (region % 8)) != 0
     }
 
+    /// Asserts that a power cut now would leave every region of `regions`
+    /// recorded dirty on device `device`: their marks are durable.
+    fn assert_durably_dirty(&self, device: usize, regions: &[u64]) {
+        for &r in regions {
+            assert!(
+                !self.clean_after_power_cut(device, r),
+                "region {r}: its FLUSH was answered while its mark was not durable"
+            );
+        }
+    }
+
     /// Sends a request; Some((error, data)) when answered at once.
     fn send(&mut self, uuid: &[u8], type_field: u32, data: &[u8]) -> Option<(i32, Vec<u8>)> {
         self.send_as(uuid, LUID, type_field, data)
@@ -587,12 +598,7 @@ fn a_fua_write_does_not_answer_for_a_mark_an_idle_write_back_left_in_the_cache()
     let f = d.send_parked(A, FLUSH, &u64s(&[a, b]));
     d.finish_all();
     d.assert_answered(f, 0);
-    for r in [a, b] {
-        assert!(
-            !d.clean_after_power_cut(0, r),
-            "region {r}: its FLUSH was answered while its mark was not durable"
-        );
-    }
+    d.assert_durably_dirty(0, &[a, b]);
 }
 
 /// Issue 24, 1(b): a plan of two write batches whose second fails leaves
@@ -600,11 +606,7 @@ fn a_fua_write_does_not_answer_for_a_mark_an_idle_write_back_left_in_the_cache()
 /// the failed batch's blocks and must still flush the cache.
 #[test]
 fn a_flush_after_a_failed_batch_flushes_the_cache_for_the_batches_before_it() {
-    let batch = dm_ulogd::log::disk::MAX_WRITE_SPANS as u64;
-    let marks: Vec<u64> = (0..=batch).map(|i| i * FAR).collect();
-    let mut d = Daemon::with_regions("failed-second-batch", batch * FAR + 64);
-    d.now(A, MARK_REGION, &u64s(&marks));
-    let failed = d.send_parked(A, FLUSH, &[]);
+    let (mut d, marks, failed) = flush_of_two_batches("failed-second-batch");
     assert!(matches!(
         d.finish(0, false),
         Step::Write { durable: false, .. }
@@ -614,12 +616,7 @@ fn a_flush_after_a_failed_batch_flushes_the_cache_for_the_batches_before_it() {
     let f = d.send_parked(A, FLUSH, &[]);
     d.finish_all();
     d.assert_answered(f, 0);
-    for &r in &marks {
-        assert!(
-            !d.clean_after_power_cut(0, r),
-            "region {r}: FLUSH answered with its mark in the cache"
-        );
-    }
+    d.assert_durably_dirty(0, &marks);
 }
 
 /// Issue 24, 1(c): plain writes whose cache flush failed are not durable;
@@ -627,25 +624,29 @@ fn a_flush_after_a_failed_batch_flushes_the_cache_for_the_batches_before_it() {
 /// mark's block alone with FUA.
 #[test]
 fn a_flush_after_a_failed_cache_flush_flushes_the_cache_again() {
-    let batch = dm_ulogd::log::disk::MAX_WRITE_SPANS as u64;
-    let marks: Vec<u64> = (0..=batch).map(|i| i * FAR).collect();
-    let mut d = Daemon::with_regions("failed-cache-flush-then-mark", batch * FAR + 64);
-    d.now(A, MARK_REGION, &u64s(&marks));
-    let failed = d.send_parked(A, FLUSH, &[]);
+    let (mut d, mut marks, failed) = flush_of_two_batches("failed-cache-flush-then-mark");
     d.finish(0, false);
     d.finish(0, false);
     assert_eq!(d.finish(0, true), Step::DeviceFlush);
     d.assert_answered(failed, -EIO);
     d.now(A, MARK_REGION, &u64s(&[1]));
+    marks.push(1);
     let f = d.send_parked(A, FLUSH, &[]);
     d.finish_all();
     d.assert_answered(f, 0);
-    for &r in marks.iter().chain(&[1]) {
-        assert!(
-            !d.clean_after_power_cut(0, r),
-            "region {r}: FLUSH answered with its mark in the cache"
-        );
-    }
+    d.assert_durably_dirty(0, &marks);
+}
+
+/// A disk log whose FLUSH writes one batch more than a write step carries,
+/// far apart: two steps of plain writes, then a cache flush. Returns the
+/// daemon, the marked regions and the FLUSH's seq.
+fn flush_of_two_batches(name: &str) -> (Daemon, Vec<u64>, u32) {
+    let batch = dm_ulogd::log::disk::MAX_WRITE_SPANS as u64;
+    let marks: Vec<u64> = (0..=batch).map(|i| i * FAR).collect();
+    let mut d = Daemon::with_regions(name, batch * FAR + 64);
+    d.now(A, MARK_REGION, &u64s(&marks));
+    let flush = d.send_parked(A, FLUSH, &[]);
+    (d, marks, flush)
 }
 
 /// The FUA speed-up stays where it is sound: a marking FLUSH after an idle
