@@ -93,9 +93,38 @@ pub struct Entry {
     pub stalls: u64,
     /// The step in flight was counted as stalled.
     pub stall_noted: bool,
+    /// The disk log's sticky conditions as its state file holds them.
+    pub saved_flags: u32,
+    /// Brought back from its state file only to write its saved bits at a
+    /// POSTSUSPEND that came before the kernel reconnected it (after a
+    /// restart): removed, state file kept, once that is done, unless a
+    /// later request made it a live log again.
+    pub transient: bool,
 }
 
 impl Entry {
+    /// A log just constructed: nothing parked, no work.
+    pub fn new(uuid: &[u8], luid: u64, ctr_hash: u64, log: DirtyLog, slot: Option<usize>) -> Self {
+        let mut entry = Entry {
+            uuid: heapless::Vec::new(),
+            luid,
+            ctr_hash,
+            last_request: Instant::now(),
+            resumed: false,
+            log,
+            slot,
+            parked: heapless::Deque::new(),
+            working: None,
+            stalls: 0,
+            stall_noted: false,
+            saved_flags: 0,
+            transient: false,
+        };
+        // Fits: the wire view checked the uuid's length.
+        let _ = entry.uuid.extend_from_slice(uuid);
+        entry
+    }
+
     /// True while device work is begun or waits.
     pub fn busy(&self) -> bool {
         self.working.is_some() || !self.parked.is_empty()

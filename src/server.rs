@@ -20,7 +20,7 @@ use nix::sys::stat;
 use crate::bitmap::Bitmap;
 use crate::engine::Engine;
 use crate::log::device::LogDevice;
-use crate::log::disk::{DeviceIo, DiskStore, Step};
+use crate::log::disk::{DeviceIo, DiskStore, Step, flags};
 use crate::log::params::{self, LogArgs};
 use crate::log::state::{FNV_BASES, Identity, Saved, StateDir, fnv1a};
 use crate::log::{DirtyLog, Next, Origin, Work};
@@ -57,6 +57,18 @@ enum Answer {
     Parked,
 }
 
+/// What `Server::exit_verdict` says of a SIGTERM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitVerdict {
+    /// No log is live.
+    Exit,
+    /// Mirrors are live: exiting would freeze them.
+    Refuse,
+    /// Only logs of table loads that may have failed are left, too young to
+    /// judge until then.
+    AskAgainAt(Instant),
+}
+
 /// A log device step in flight this long is reported (1st, 2nd, 4th, ...
 /// time it happens for that log).
 pub const STALL_AFTER: Duration = Duration::from_secs(5);
@@ -73,6 +85,9 @@ pub struct Server {
     evicted: u64,
     /// A request was parked at an idle log: `complete` starts its work.
     starts_pending: bool,
+    /// A log's load waits for an older log of its device to finish a step
+    /// (see `take_over_device`).
+    load_waits: bool,
     /// State files.
     state: StateDir,
     /// Where major:minor log devices get their short-lived device nodes: a
@@ -154,6 +169,7 @@ impl Server {
             reply: Box::new([0; REPLY_BUF_LEN]),
             evicted: 0,
             starts_pending: false,
+            load_waits: false,
             state: StateDir::new(state_dir),
             node_dir,
             counters: Counters::default(),
@@ -211,6 +227,15 @@ impl Server {
                 let len = esrch_reply_len(req.request_type_field);
                 out[REPLY_DATA_OFFSET..REPLY_DATA_OFFSET + len].fill(0);
                 (-(Errno::ESRCH as i32), len)
+            }
+            Err(Errno::EAGAIN) => {
+                self.counters.error_replies += 1;
+                // "Try again at once" as a bare acknowledgement: for a full
+                // reply the kernel (fill_pkg) takes its data size, 0, as the
+                // caller's reply capacity, and the retried request's reply
+                // would no longer fit (a CTR's device name: -ENOSPC); for
+                // an acknowledgement carrying EAGAIN it keeps the capacity.
+                return Some(frame::emit_ack(out, req.cn_seq, Errno::EAGAIN as i32));
             }
             Err(e) => {
                 self.counters.error_replies += 1;
@@ -272,11 +297,13 @@ impl Server {
             return self.construct(req, out).map(Answer::Now);
         }
         let Some(index) = self.registry.find(req.uuid, req.luid) else {
-            if kind == RequestType::Postsuspend {
+            if kind == RequestType::Postsuspend && req.data.is_empty() {
                 // A log a previous daemon served, suspended before the
                 // kernel reconnected it: its disk image gets the saved bits
                 // (clears the dead daemon had deferred included).
-                self.write_back_saved(req.uuid, req.luid);
+                if let Some(answer) = self.write_back_saved(req) {
+                    return Ok(answer);
+                }
             }
             if kind == RequestType::Dtr {
                 // Already gone (a resent DTR), or never reconnected after a
@@ -434,9 +461,17 @@ impl Server {
                 let Some(head) = entry.parked.front() else {
                     return;
                 };
-                entry.log.begin(head.work());
+                let work = head.work();
+                if entry.log.starts_load(work) && !self.take_over_device(index) {
+                    // Looked at again after the next completion.
+                    self.load_waits = true;
+                    return;
+                }
+                let entry = self.registry.get_mut(index);
+                entry.log.begin(work);
                 entry.working = Some(Owner::Head);
             }
+            let entry = self.registry.get_mut(index);
             let Some(buf) = self.engine.buf(slot) else {
                 return;
             };
@@ -465,6 +500,14 @@ impl Server {
                     let Some(parked) = entry.parked.pop_front() else {
                         continue;
                     };
+                    let result = if entry.transient {
+                        Self::note_saved_write_back(&entry.uuid, result);
+                        // Best effort: the device keeps what the previous
+                        // daemon left, which is safe.
+                        Ok(())
+                    } else {
+                        result
+                    };
                     if let Err(e) = result
                         && (e != Errno::EIO || worth_logging(self.counters.error_replies + 1))
                     {
@@ -492,6 +535,13 @@ impl Server {
                         emit(&self.reply[..n]);
                         return;
                     }
+                    if entry.transient && entry.parked.is_empty() {
+                        // Written back; the kernel reconnects the log from
+                        // its state file if it uses it again.
+                        self.remove_entry(index);
+                        emit(&self.reply[..n]);
+                        return;
+                    }
                     emit(&self.reply[..n]);
                 }
             }
@@ -501,23 +551,18 @@ impl Server {
     /// Takes the completed log device steps and answers the requests whose
     /// work they finished, through `emit`.
     pub fn complete(&mut self, emit: &mut dyn FnMut(&[u8])) {
-        if std::mem::take(&mut self.starts_pending) {
-            let mut index = 0;
-            while index < self.registry.len() {
-                let len = self.registry.len();
-                let entry = self.registry.get(index);
-                if entry.working.is_none() && !entry.parked.is_empty() {
-                    self.advance(index, emit);
-                }
-                // A DTR that finished removed its log: this index now holds
-                // another one.
-                if self.registry.len() == len {
-                    index += 1;
-                }
-            }
-        }
         self.engine.poll();
-        while let Some((slot, result)) = self.engine.next_completion() {
+        loop {
+            if std::mem::take(&mut self.starts_pending) {
+                self.start_parked(emit);
+            }
+            let Some((slot, result)) = self.engine.next_completion() else {
+                return;
+            };
+            if std::mem::take(&mut self.load_waits) {
+                // A load waited for another log's step; this may be it.
+                self.starts_pending = true;
+            }
             let Some(index) = self.registry.find_slot(slot) else {
                 continue;
             };
@@ -533,7 +578,95 @@ impl Server {
                 continue;
             };
             entry.log.step_done(buf, result);
+            self.persist_flags(index);
             self.advance(index, emit);
+        }
+    }
+
+    /// Starts the work of the first parked request of every idle log.
+    fn start_parked(&mut self, emit: &mut dyn FnMut(&[u8])) {
+        let mut index = 0;
+        while index < self.registry.len() {
+            let len = self.registry.len();
+            let entry = self.registry.get(index);
+            if entry.working.is_none() && !entry.parked.is_empty() {
+                self.advance(index, emit);
+            }
+            // A DTR that finished removed its log: this index now holds
+            // another one.
+            if self.registry.len() == len {
+                index += 1;
+            }
+        }
+    }
+
+    /// Before log `index` reads or rewrites its device: every older log of
+    /// that device, suspended by a table reload, stops writing it
+    /// (`DiskStore::supersede`). False while one of them has a step in
+    /// flight, which must land before the read.
+    fn take_over_device(&mut self, index: usize) -> bool {
+        for other in 0..self.registry.len() {
+            let (mine, theirs) = (self.registry.get(index), self.registry.get(other));
+            let shared = match (mine.log.disk(), theirs.log.disk()) {
+                (Some(a), Some(b)) => {
+                    other != index && !b.is_superseded() && a.device().same_device(b.device())
+                }
+                _ => false,
+            };
+            if !shared {
+                continue;
+            }
+            if !theirs.log.is_suspended() {
+                log::error!(
+                    "log {}: its log device is also that of the live log {}: two mirrors must \
+                     not share a log device, and neither log's bits can be trusted",
+                    Uuid(&mine.uuid),
+                    Uuid(&theirs.uuid)
+                );
+                continue;
+            }
+            if theirs
+                .slot
+                .is_some_and(|slot| self.engine.in_flight(slot).is_some())
+            {
+                return false;
+            }
+            let theirs = self.registry.get_mut(other);
+            theirs.log.supersede();
+            log::info!(
+                "log {} luid {}: a newer log loads its device; it writes nothing more to it",
+                Uuid(&theirs.uuid),
+                theirs.luid
+            );
+            self.persist_flags(other);
+        }
+        true
+    }
+
+    /// Keeps a disk log's sticky conditions in its state file when they
+    /// change.
+    fn persist_flags(&mut self, index: usize) {
+        let entry = self.registry.get_mut(index);
+        let flags = entry.log.flags();
+        if flags != entry.saved_flags {
+            entry.saved_flags = flags;
+            self.state.save_flags(&entry.uuid, entry.luid, flags);
+        }
+    }
+
+    /// Logs how writing a restarted daemon's saved bits went.
+    fn note_saved_write_back(uuid: &[u8], result: Result<(), Errno>) {
+        match result {
+            Ok(()) => log::info!(
+                "log {}: not reconnected before its suspend; saved bits written to its device",
+                Uuid(uuid)
+            ),
+            Err(e) => log::warn!(
+                "log {}: writing its saved bits at suspend failed ({}); its device keeps what \
+                 the previous daemon wrote",
+                Uuid(uuid),
+                e.desc()
+            ),
         }
     }
 
@@ -646,6 +779,14 @@ impl Server {
             entry.last_request = Instant::now();
             entry.resumed = kind == RequestType::Resume;
         }
+        if !matches!(kind, RequestType::Presuspend | RequestType::Postsuspend) {
+            // The kernel uses the log again: it is live, not only written
+            // back (see `write_back_saved`).
+            entry.transient = false;
+        }
+        // The sync bits are stale while a RESUME's read waits or runs.
+        let settling =
+            entry.log.loading() || entry.parked.iter().any(|p| p.kind == RequestType::Resume);
         let log = &mut entry.log;
         let expect_empty = |data: &[u8]| {
             if data.is_empty() {
@@ -721,14 +862,14 @@ impl Server {
             }
             RequestType::GetSyncCount => {
                 expect_empty(data)?;
-                put_u64(out, 0, log.sync_count());
+                put_u64(out, 0, log.reported_sync_count(settling));
                 Ok(8)
             }
             RequestType::IsRemoteRecovering => {
                 existing(log, one_region(data)?)?;
                 // One node: nothing recovers elsewhere (see in_sync_hint).
                 put_u64(out, 0, 0);
-                put_u64(out, 8, log.in_sync_hint());
+                put_u64(out, 8, log.in_sync_hint(settling));
                 Ok(16)
             }
             RequestType::StatusInfo | RequestType::StatusTable => {
@@ -765,6 +906,8 @@ impl Server {
             let entry = self.registry.get(index);
             if entry.ctr_hash == ctr_hash(text) {
                 log::info!("log {uuid}: CTR for a live log; kept as it is");
+                self.registry.get_mut(index).transient = false;
+                let entry = self.registry.get(index);
                 return Ok(if reconnect {
                     0
                 } else {
@@ -821,6 +964,7 @@ impl Server {
             Some(spec) => Some(self.open_store(&uuid, spec, &args, saved.as_ref())?),
             None => None,
         };
+        let saved_flags = saved.as_ref().map_or(0, |s| s.flags);
         let (clean, sync, origin) = match saved {
             Some(s) => (s.clean, s.sync, Origin::Restored),
             None => {
@@ -835,22 +979,10 @@ impl Server {
             })?),
             None => None,
         };
-        let log = DirtyLog::new(&args, clean, sync, store, origin);
-        let mut entry = Entry {
-            uuid: heapless::Vec::new(),
-            luid: req.luid,
-            ctr_hash: ctr_hash(text),
-            last_request: Instant::now(),
-            resumed: false,
-            log,
-            slot,
-            parked: heapless::Deque::new(),
-            working: None,
-            stalls: 0,
-            stall_noted: false,
-        };
-        // Fits: the wire view checked the uuid's length.
-        let _ = entry.uuid.extend_from_slice(req.uuid);
+        let mut log = DirtyLog::new(&args, clean, sync, store, origin);
+        log.restore_flags(saved_flags);
+        let mut entry = Entry::new(req.uuid, req.luid, ctr_hash(text), log, slot);
+        entry.saved_flags = saved_flags;
         let reply = if reconnect {
             0
         } else {
@@ -1066,43 +1198,41 @@ impl Server {
     /// suspends before reconnecting it (a reload after a restart: the old
     /// table is suspended before the new one resumes and destroyed after
     /// it, so POSTSUSPEND is the last moment its image is the newest; a
-    /// DTR writes nothing). Never over a device a live log has loaded, and
-    /// only after the mirror's legs were flushed, since the saved bits may
-    /// record regions clean. Best effort: failing leaves the device as the
-    /// previous daemon left it, which is safe.
-    fn write_back_saved(&mut self, uuid: &[u8], luid: u64) {
-        let Some(ctr) = self.state.saved_ctr(uuid, luid) else {
-            return;
-        };
-        let Ok(args) = params::parse(&ctr) else {
-            return;
-        };
-        if args.device.is_none() {
-            return;
-        }
+    /// DTR writes nothing). The log comes back from its state file as a
+    /// transient entry whose POSTSUSPEND is parked behind the work (the
+    /// legs flushed, since the saved bits may record regions clean, then
+    /// the image written) like any other device work, so a hung device
+    /// holds up only this mirror's suspend. Never over a device a newer
+    /// log has loaded. None when there is nothing to write; failing leaves
+    /// the device as the previous daemon left it, which is safe.
+    fn write_back_saved(&mut self, req: &Request<'_>) -> Option<Answer> {
+        let (uuid, luid) = (req.uuid, req.luid);
+        let ctr = self.state.saved_ctr(uuid, luid)?;
+        let args = params::parse(&ctr).ok()?;
+        let path = args.device?;
         let id = Identity {
             uuid,
             luid,
             ctr: &ctr,
             region_count: args.region_count,
         };
-        let Some(saved) = self.saved(&id) else {
-            return;
-        };
+        let saved = self.saved(&id)?;
+        if saved.flags & flags::SUPERSEDED != 0 {
+            return None;
+        }
         // The device the previous daemon wrote, by number; regular files
         // (tests) by their path.
         let number = (stat::major(saved.device), stat::minor(saved.device));
-        let opened = match args.device {
-            Some(path) if saved.device == 0 => LogDevice::open(path, self.node_dir.as_fd()),
-            _ => LogDevice::open(&number_spec(number), self.node_dir.as_fd()),
+        let opened = if saved.device == 0 {
+            LogDevice::open(path, self.node_dir.as_fd())
+        } else {
+            LogDevice::open(&number_spec(number), self.node_dir.as_fd())
         };
-        let Ok(device) = opened else {
-            return;
-        };
+        let device = opened.ok()?;
         if let Some(live) = self.registry.iter().find(|e| {
-            e.log
-                .disk()
-                .is_some_and(|d| d.is_loaded() && d.device().same_device(&device))
+            e.log.disk().is_some_and(|d| {
+                d.is_loaded() && !d.is_superseded() && d.device().same_device(&device)
+            })
         }) {
             log::info!(
                 "log {}: not reconnected before its suspend; its saved bits are not written, \
@@ -1110,11 +1240,9 @@ impl Server {
                 Uuid(uuid),
                 Uuid(&live.uuid)
             );
-            return;
+            return None;
         }
-        let Ok(store) = DiskStore::new(device, args.region_count) else {
-            return;
-        };
+        let store = DiskStore::new(device, args.region_count).ok()?;
         // The legs recorded at the log's last RESUME: a removal takes the
         // mirror out of the table list before it suspends it.
         let Some(legs) = saved.legs.or_else(|| self.io.mirrors.legs(uuid).ok()) else {
@@ -1123,8 +1251,9 @@ impl Server {
                  its device keeps what the previous daemon wrote",
                 Uuid(uuid)
             );
-            return;
+            return None;
         };
+        let slot = self.engine.open_slot()?;
         let mut log = DirtyLog::new(
             &args,
             saved.clean,
@@ -1133,26 +1262,40 @@ impl Server {
             Origin::Restored,
         );
         log.set_legs(Some(legs));
-        match log.resume(&mut self.io) {
-            Ok(()) => log::info!(
-                "log {}: not reconnected before its suspend; saved bits written to its device",
-                Uuid(uuid)
-            ),
-            Err(e) => log::warn!(
-                "log {}: writing its saved bits at suspend failed: {}",
-                Uuid(uuid),
-                e.desc()
-            ),
+        log.restore_flags(saved.flags);
+        let mut entry = Entry::new(uuid, luid, ctr_hash(&ctr), log, Some(slot));
+        entry.saved_flags = saved.flags;
+        entry.resumed = true;
+        entry.transient = true;
+        if self.registry.insert(entry, true).is_err() {
+            self.engine.release_slot(slot);
+            return None;
         }
+        let index = self.registry.len() - 1;
+        Some(self.park(index, RequestType::Postsuspend, req))
     }
 
-    /// True when no log is live, after dropping those of failed table
-    /// loads: the daemon may exit without freezing a mirror.
-    pub fn may_exit(&mut self) -> bool {
+    /// Whether the daemon may exit now without freezing a mirror, after
+    /// dropping the logs of failed table loads.
+    pub fn exit_verdict(&mut self) -> ExitVerdict {
         if !self.registry.is_empty() {
             self.reap_orphans();
         }
-        self.registry.is_empty()
+        if self.registry.is_empty() {
+            return ExitVerdict::Exit;
+        }
+        // Logs never resumed and too young to judge (a failed load's
+        // leftover looks like a table waiting for its resume for
+        // ORPHAN_AGE): ask again once the last of them is old enough.
+        let mut judged_at: Option<Instant> = None;
+        for e in self.registry.iter() {
+            if e.resumed || e.busy() || e.last_request.elapsed() >= ORPHAN_AGE {
+                return ExitVerdict::Refuse;
+            }
+            let at = e.last_request + ORPHAN_AGE;
+            judged_at = Some(judged_at.map_or(at, |t| t.max(at)));
+        }
+        judged_at.map_or(ExitVerdict::Refuse, ExitVerdict::AskAgainAt)
     }
 
     /// True when some idle disk log deferred writes (see `write_back_all`).

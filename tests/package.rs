@@ -10,7 +10,7 @@
 //!   `initramfs/debian/build-deb.sh` builds: its control fields, its exact
 //!   file list with modes and owners, the binary cargo built, the maintainer
 //!   scripts; `lintian` reports no error, and every warning is one the
-//!   README accepts.
+//!   install guide (docs/install.md) accepts.
 //! - `deb_install_remove_purge`: the package in a throwaway copy of this
 //!   host's root (initramfs/debian/throwaway-root.sh: an overlay of `/` in a
 //!   private mount namespace, chrooted) where initramfs-tools is installed
@@ -249,7 +249,7 @@ fn make_install_then_uninstall_leaves_nothing() {
 
 // ------------------------------------------------------------------ the .deb
 
-/// `initramfs/debian/build-deb.sh` (the README's command), once per run,
+/// `initramfs/debian/build-deb.sh` (docs/install.md's command), once per run,
 /// with the binary cargo built for these tests.
 fn deb() -> &'static Path {
     static DEB: OnceLock<PathBuf> = OnceLock::new();
@@ -280,11 +280,11 @@ fn field(deb: &Path, name: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// The warning tags the README's install section accepts, each with its
-/// reason: lines "- `W: TAG` ...".
+/// The warning tags the install guide accepts, each with its reason: lines
+/// "- `W: TAG` ..." of docs/install.md.
 fn accepted_warnings() -> BTreeSet<String> {
-    let readme = fs::read_to_string(repo("README.md")).unwrap();
-    readme
+    let guide = fs::read_to_string(repo("docs/install.md")).unwrap();
+    guide
         .lines()
         .filter_map(|l| l.strip_prefix("- `W: "))
         .filter_map(|l| l.split('`').next())
@@ -376,7 +376,7 @@ fn deb_contents_and_lintian() {
         "md5sums:\n{md5sums}"
     );
 
-    // lintian: no error; every warning accepted (and explained) in the README.
+    // lintian: no error; every warning accepted (and explained) in docs/install.md.
     let out = Command::new("lintian")
         .args(["--fail-on", "none", "--no-tag-display-limit"])
         .arg(deb)
@@ -397,7 +397,7 @@ fn deb_contents_and_lintian() {
         let tag = l.split_whitespace().nth(2).unwrap_or("");
         assert!(
             accepted.contains(tag),
-            "lintian warning not accepted in the README (- `W: {tag}` ...): {l}"
+            "lintian warning not accepted in docs/install.md (- `W: {tag}` ...): {l}"
         );
     }
     eprintln!(

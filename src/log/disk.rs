@@ -141,6 +141,17 @@ pub struct DiskStore {
     write_failed: bool,
     /// A cache flush failed ('F', which outranks 'D'); sticky.
     cache_flush_failed: bool,
+    /// A plain (not FUA) write that may carry marks was issued since the
+    /// last cache flush that completed: its bytes may still sit in the
+    /// device's volatile cache, so a FUA write, durable only for its own
+    /// blocks, can no longer stand in for a plan's cache flush (see
+    /// `render_batch`). A plain write of clears alone does not count: were
+    /// it lost, its regions would only stay dirty.
+    unflushed_writes: bool,
+    /// A newer log loaded this device while this one was suspended (a table
+    /// reload): this log's bits are stale for it, so it never writes it
+    /// again (see `supersede`).
+    superseded: bool,
     /// Failed writes and flushes since the last success.
     failures: u64,
     io: IoCounts,
@@ -174,6 +185,8 @@ impl DiskStore {
             restored: false,
             write_failed: false,
             cache_flush_failed: false,
+            unflushed_writes: false,
+            superseded: false,
             failures: 0,
             io: IoCounts::default(),
             plan: Plan::idle(),
@@ -196,6 +209,49 @@ impl DiskStore {
         } else {
             'A'
         }
+    }
+
+    /// The sticky conditions a restarted daemon must not forget (kept in
+    /// the log's state file, see `log::state`): the status character's
+    /// causes, `flush_failed` and `superseded`.
+    pub fn flags(&self) -> u32 {
+        [
+            (self.write_failed, flags::WRITE_FAILED),
+            (self.cache_flush_failed, flags::CACHE_FLUSH_FAILED),
+            (self.flush_failed, flags::LEGS_FLUSH_FAILED),
+            (self.superseded, flags::SUPERSEDED),
+        ]
+        .iter()
+        .filter(|(set, _)| *set)
+        .fold(0, |all, (_, bit)| all | bit)
+    }
+
+    /// Takes back the conditions `flags` saved (unknown bits are ignored).
+    pub fn restore_flags(&mut self, saved: u32) {
+        self.write_failed |= saved & flags::WRITE_FAILED != 0;
+        self.cache_flush_failed |= saved & flags::CACHE_FLUSH_FAILED != 0;
+        self.flush_failed |= saved & flags::LEGS_FLUSH_FAILED != 0;
+        self.superseded |= saved & flags::SUPERSEDED != 0;
+    }
+
+    /// A newer log has loaded this device while this log was suspended
+    /// (PROTOCOL.md section 9, reload order: the old table's log gets its
+    /// DTR only after the new one's RESUME, and kmirrord may still send it
+    /// clears after its POSTSUSPEND). The newer log read the device at its
+    /// RESUME and keeps its own bits; anything this log wrote now would
+    /// put stale bits over the newer log's marks. So it drops what it had
+    /// deferred and writes nothing from now on; its clears are moot.
+    pub fn supersede(&mut self) {
+        self.superseded = true;
+        self.dirty_blocks.clear_range(0, self.dirty_blocks.len());
+        self.pending_clears.clear();
+        self.untracked_clears = false;
+        self.marks_pending = false;
+        self.restored = false;
+    }
+
+    pub fn is_superseded(&self) -> bool {
+        self.superseded
     }
 
     pub fn io_counts(&self) -> IoCounts {
@@ -248,6 +304,9 @@ impl DiskStore {
     /// needs no write.
     #[inline]
     pub fn note_change(&mut self, region: u64, marked: bool) {
+        if self.superseded {
+            return;
+        }
         if marked {
             if let Some(at) = self.pending_clears.iter().position(|&r| r == region) {
                 self.pending_clears.swap_remove(at);
@@ -278,7 +337,9 @@ impl DiskStore {
 
     /// True when changed blocks or tracked clears wait to be written.
     pub fn has_deferred_writes(&self) -> bool {
-        self.loaded && (!self.dirty_blocks.none_set() || !self.pending_clears.is_empty())
+        self.loaded
+            && !self.superseded
+            && (!self.dirty_blocks.none_set() || !self.pending_clears.is_empty())
     }
 
     /// True while a step is in flight.
@@ -298,14 +359,14 @@ impl DiskStore {
 
     /// True when a FLUSH would have device work to do.
     pub fn flush_needs_io(&self) -> bool {
-        self.marks_pending || !self.loaded
+        !self.superseded && (self.marks_pending || !self.loaded)
     }
 
     /// FLUSH: every mark must be durable before it is answered. The tracked
     /// clears stay dirty on the device (no leg flush on the write path);
     /// untracked ones go out with the marks after a leg flush.
     pub fn begin_flush(&mut self) {
-        if !self.marks_pending || !self.loaded {
+        if !self.marks_pending || !self.loaded || self.superseded {
             self.plan = Plan::done();
         } else if self.untracked_clears {
             self.begin_write_back();
@@ -319,7 +380,7 @@ impl DiskStore {
     /// legs), then flushes the device cache if marks are among them. On
     /// failure the blocks stay dirty for the next attempt.
     pub fn begin_write_back(&mut self) {
-        if !self.loaded || (!self.marks_pending && !self.has_deferred_writes()) {
+        if !self.loaded || self.superseded || (!self.marks_pending && !self.has_deferred_writes()) {
             self.plan = Plan::done();
             return;
         }
@@ -448,9 +509,12 @@ impl DiskStore {
     /// a later write. When the plan must flush the device cache and this
     /// batch is all it writes, the writes are made durable themselves (FUA)
     /// and end the plan: one round of requests instead of writes and then a
-    /// cache flush, on the path of every marking FLUSH. A plan of several
-    /// batches keeps its cache flush, which covers them all (a FUA write
-    /// covers only itself).
+    /// cache flush, on the path of every marking FLUSH. A FUA write covers
+    /// only itself, so the plan keeps its cache flush when it writes
+    /// several batches, and when a plain write of earlier work (an idle
+    /// write-back that took marks made meanwhile, a plan that failed
+    /// part-way, a cache flush that failed) has not been covered by a cache
+    /// flush since: the marks it carried would stay volatile.
     fn render_batch(&mut self, clean: &Bitmap, sync: &Bitmap, buf: &mut [u8]) -> Option<Step> {
         let room = buf.len().min(STAGING_LEN);
         let mut spans = Spans::default();
@@ -482,10 +546,14 @@ impl DiskStore {
         }
         let durable = self.plan.device_flush
             && !self.plan.wrote
+            && !self.unflushed_writes
             && self.dirty_blocks.find_next_one(self.plan.cursor) >= self.dirty_blocks.len();
         if durable {
             self.io.flushes += 1;
             self.plan.phase = Phase::Done;
+        } else if self.plan.device_flush || self.marks_pending {
+            // Marks this plan took, or made while it runs, are in it.
+            self.unflushed_writes = true;
         }
         self.plan.wrote = true;
         self.io.writes += count as u64;
@@ -552,7 +620,7 @@ impl DiskStore {
                 }
                 self.plan_failed();
             }
-            (Step::DeviceFlush, Ok(())) => {}
+            (Step::DeviceFlush, Ok(())) => self.unflushed_writes = false,
             (Step::DeviceFlush, Err(e)) => {
                 self.cache_flush_failed = true;
                 if self.count_failure() {
@@ -675,6 +743,11 @@ impl DiskStore {
 
     pub fn mark_restored(&mut self) {
         self.restored = true;
+    }
+
+    /// True while restored bits wait to be written over the device.
+    pub fn awaits_rewrite(&self) -> bool {
+        self.restored && !self.loaded
     }
 
     /// True once after `mark_restored`.
@@ -955,6 +1028,18 @@ pub fn parse_header(h: &[u8]) -> Result<Option<u64>, String> {
     let mut nr = [0u8; 8];
     nr.copy_from_slice(&h[8..16]);
     Ok(Some(u64::from_le_bytes(nr)))
+}
+
+/// Bits of `DiskStore::flags`, as a state file keeps them.
+pub mod flags {
+    /// A read or write of the log device failed (status 'D').
+    pub const WRITE_FAILED: u32 = 1;
+    /// A cache flush of the log device failed (status 'F').
+    pub const CACHE_FLUSH_FAILED: u32 = 2;
+    /// The mirror's legs could not be flushed: nothing is recorded clean.
+    pub const LEGS_FLUSH_FAILED: u32 = 4;
+    /// A newer log loaded the device: this log writes nothing to it.
+    pub const SUPERSEDED: u32 = 8;
 }
 
 #[cfg(test)]
