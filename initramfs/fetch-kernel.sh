@@ -150,6 +150,14 @@ if [ -z "$deb" ]; then
     # index lists (Debian 11's security updates, seen 2026-12).
     elif [ "$signed" != "$pkg" ] && download "$signed"; then
         deb=$(cached "$signed")
+    elif [ "$release" != bookworm ] && [ -z "${DMULOGD_FETCH_REFRESHED:-}" ] && [ -z "${DMULOGD_KERNEL_PKG:-}" ]; then
+        # The private index may be older than the archive, which has moved
+        # on to a newer kernel: read it again and start over, once.
+        echo "fetch-kernel.sh: $pkg$qual is gone from the archive; reading Debian $release's index again" >&2
+        rm -f "$apt/lists/.updated"
+        export DMULOGD_FETCH_REFRESHED=1
+        exec 9>&- # the lock: the new run takes it again
+        exec sh "$0"
     else
         echo "fetch-kernel.sh: apt-get download $pkg$qual failed" >&2
         exit 1

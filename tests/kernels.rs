@@ -31,7 +31,8 @@ const DISK_BYTES: u64 = 4 << 30;
 /// What every kernel must serve: core and disk logs, the kernel's disk log
 /// handed over in both directions (interop) with the same bytes on the
 /// device (log_image_bytes), integrated_flush, refused tables, a table
-/// load that fails after its CTR, and SIGKILL and restart under load.
+/// load that fails after its CTR (and SIGTERM at once after one), and
+/// SIGKILL and restart under load.
 const CORE_SET: &[&str] = &[
     "core_sync",
     "core_nosync",
@@ -41,6 +42,7 @@ const CORE_SET: &[&str] = &[
     "integrated_flush",
     "bad_tables",
     "failed_load",
+    "sigterm_after_failed_load",
     "kill_core",
 ];
 
