@@ -32,6 +32,13 @@ gone() {
     [ "$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null)" = Z ]
 }
 
+# give_up REASON: fail, with x_log unmounted first, so that in a parts.sh
+# boot the next part's reset can remove it.
+give_up() {
+    umount /mnt/x 2>/dev/null
+    fail "$@"
+}
+
 start_daemon
 pid=$(daemon_pid)
 make_legs m0 $SECTORS
@@ -48,7 +55,7 @@ while :; do
     reused_before=$(kmsg_count 'reuses the id of a log whose table load failed')
     t=$(mirror_table m0 $SECTORS userspace $UUID disk /dev/mapper/x_log $REGION)
     if dmsetup create m0 --table "$t" >/tmp/create.err 2>&1; then
-        fail "round $round: a mirror whose log device is mounted was created"
+        give_up "round $round: a mirror whose log device is mounted was created"
     fi
     failed_at=$(now_ds)
     dmsetup remove m0 >/dev/null 2>&1
@@ -59,7 +66,7 @@ while :; do
     reused=$(( $(kmsg_count 'reuses the id of a log whose table load failed') - reused_before ))
     [ "$reused" -eq 0 ] && break
     log "round $round: the second load reused the failed load's luid: nothing left behind, again"
-    [ $round -lt $ROUNDS ] || fail "the kernel reused the failed load's luid in all $ROUNDS rounds: no round left a failed load's log behind"
+    [ $round -lt $ROUNDS ] || give_up "the kernel reused the failed load's luid in all $ROUNDS rounds: no round left a failed load's log behind"
     round=$((round + 1))
 done
 
@@ -69,7 +76,7 @@ log "round $round: SIGTERM $(( (sent_at - failed_at) * 100 )) ms after the faile
 while ! gone "$pid"; do
     if [ $(( $(now_ds) - sent_at )) -ge 60 ]; then
         daemon_lines | tail -8 >>"$_CONSOLE"
-        fail "dm-ulogd (pid $pid) still runs 6 s after SIGTERM with no mirror left (the failed load's log kept it)"
+        give_up "dm-ulogd (pid $pid) still runs 6 s after SIGTERM with no mirror left (the failed load's log kept it)"
     fi
     sleep 0.1
 done
