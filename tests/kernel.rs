@@ -273,6 +273,15 @@ fn character_device_as_log_device() {
     run_scenario("log_device_not_block", 2);
 }
 
+/// A load refused because its log device is mounted, a second load on
+/// another device, the only mirror removed, SIGTERM at once: the failed
+/// load's log, too young to judge at the SIGTERM, does not keep the daemon
+/// alive: it is gone within 6 s (issue 23 section 2).
+#[test]
+fn sigterm_after_failed_load() {
+    run_scenario("sigterm_after_failed_load", 2);
+}
+
 // Failures and liveness across a restart (issues 24, 26, 27).
 
 /// A disk log whose device failed (D) and whose leg flush failed is killed
