@@ -9,9 +9,9 @@
 use nix::errno::Errno;
 
 use super::device::LogDevice;
+use super::legs::{LegSet, MirrorError, Mirrors};
 use super::params::SyncMode;
 use crate::bitmap::{self, Bitmap};
-use crate::mirrors::{LegSet, MirrorError, Mirrors};
 use crate::sys::aio::STAGING_LEN;
 
 pub const MAGIC: u32 = 0x4D69_5272;

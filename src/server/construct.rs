@@ -11,10 +11,10 @@ use super::{Server, SliceWriter, Uuid};
 use crate::bitmap::Bitmap;
 use crate::log::device::LogDevice;
 use crate::log::disk::DiskStore;
+use crate::log::legs::LegSet;
 use crate::log::params::{self, LogArgs};
 use crate::log::state::{FNV_BASES, Identity, Saved, fnv1a};
 use crate::log::{DirtyLog, Origin};
-use crate::mirrors::LegSet;
 use crate::registry::{Entry, NoRoom};
 use crate::wire::frame::Request;
 

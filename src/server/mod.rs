@@ -31,8 +31,8 @@ use nix::errno::Errno;
 
 use crate::engine::Engine;
 use crate::log::disk::DeviceIo;
+use crate::log::legs::Mirrors;
 use crate::log::state::StateDir;
-use crate::mirrors::Mirrors;
 use crate::registry::Registry;
 use crate::wire::frame::{self, REPLY_BUF_LEN, REPLY_DATA_OFFSET, REQUEST_OFFSET, Rejection};
 use crate::wire::ulog::RequestType;
