@@ -327,7 +327,7 @@ fn device_reply(log: &DirtyLog, text: &[u8], out: &mut [u8]) -> usize {
             .unwrap_or_default();
         fmt::Write::write_str(&mut w, spec)
     } else {
-        fmt::Write::write_fmt(&mut w, format_args!("{}:{}", dev.major(), dev.minor()))
+        fmt::Write::write_str(&mut w, &number_spec((dev.major(), dev.minor())))
     };
     if written.is_err() {
         return 0;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
-use super::{Answer, Server, Uuid, worth_logging};
+use super::{Answer, Server, Uuid, warn_failed, worth_logging};
 use crate::log::disk::Step;
 use crate::log::{Next, Work};
 use crate::registry::{Owner, PARKED_PER_LOG, Parked};
@@ -141,17 +141,8 @@ impl Server {
                     } else {
                         result
                     };
-                    if let Err(e) = result
-                        && (e != Errno::EIO || worth_logging(self.counters.error_replies + 1))
-                    {
-                        log::warn!(
-                            "log {}: {} failed: {}",
-                            Uuid(&entry.uuid),
-                            parked.kind.name(),
-                            e.desc()
-                        );
-                    }
-                    if result.is_err() {
+                    if let Err(e) = result {
+                        warn_failed(&entry.uuid, parked.kind, e, self.counters.error_replies);
                         self.counters.error_replies += 1;
                     }
                     let error = result.err().map_or(0, |e| -(e as i32));

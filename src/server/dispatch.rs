@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use nix::errno::Errno;
 
-use super::{Answer, Server, SliceWriter, Uuid, worth_logging};
+use super::{Answer, Server, SliceWriter, Uuid, warn_failed};
 use crate::log::{DirtyLog, Work};
 use crate::wire::frame::{self, Request};
 use crate::wire::ulog::RequestType;
@@ -72,17 +72,8 @@ impl Server {
             return Ok(Answer::Now(0));
         }
         let result = self.operate(kind, index, req, out);
-        if let Err(e) = result
-            && (e != Errno::EIO || worth_logging(self.counters.error_replies + 1))
-        {
-            // A failing log device is logged by the log itself; these lines
-            // only thin out with it.
-            log::warn!(
-                "log {}: {} failed: {}",
-                Uuid(req.uuid),
-                kind.name(),
-                e.desc()
-            );
+        if let Err(e) = result {
+            warn_failed(req.uuid, kind, e, self.counters.error_replies);
         }
         result
     }
@@ -96,19 +87,8 @@ impl Server {
         out: &mut [u8],
     ) -> Result<Answer, Errno> {
         match kind {
-            RequestType::Postsuspend | RequestType::Resume => {
-                if !req.data.is_empty() {
-                    return Err(Errno::EINVAL);
-                }
-            }
-            RequestType::Flush => {
-                let log = &self.registry.get(index).log;
-                for r in regions(req.data)? {
-                    if !log.has_region(r) {
-                        return Err(Errno::EINVAL);
-                    }
-                }
-            }
+            RequestType::Postsuspend | RequestType::Resume => expect_empty(req.data)?,
+            RequestType::Flush => check_regions(&self.registry.get(index).log, req.data)?,
             _ => return self.operate_now(kind, index, req, out).map(Answer::Now),
         }
         if kind == RequestType::Postsuspend {
@@ -163,20 +143,6 @@ impl Server {
         let settling =
             entry.log.loading() || entry.parked.iter().any(|p| p.kind == RequestType::Resume);
         let log = &mut entry.log;
-        let expect_empty = |data: &[u8]| {
-            if data.is_empty() {
-                Ok(())
-            } else {
-                Err(Errno::EINVAL)
-            }
-        };
-        let existing = |log: &DirtyLog, region: u64| {
-            if log.has_region(region) {
-                Ok(region)
-            } else {
-                Err(Errno::EINVAL)
-            }
-        };
         match kind {
             // Handled by `dispatch` before a log is looked up.
             RequestType::Ctr | RequestType::Dtr => Err(Errno::EINVAL),
@@ -207,11 +173,7 @@ impl Server {
                 Ok(8)
             }
             RequestType::MarkRegion | RequestType::ClearRegion | RequestType::Flush => {
-                // Check every region before touching any, so a bad request
-                // changes nothing.
-                for r in regions(data)? {
-                    existing(log, r)?;
-                }
+                check_regions(log, data)?;
                 if kind == RequestType::ClearRegion {
                     regions(data)?.for_each(|r| log.clear(r));
                 } else {
@@ -265,6 +227,31 @@ impl Server {
             }
         }
     }
+}
+
+fn expect_empty(data: &[u8]) -> Result<(), Errno> {
+    if data.is_empty() {
+        Ok(())
+    } else {
+        Err(Errno::EINVAL)
+    }
+}
+
+fn existing(log: &DirtyLog, region: u64) -> Result<u64, Errno> {
+    if log.has_region(region) {
+        Ok(region)
+    } else {
+        Err(Errno::EINVAL)
+    }
+}
+
+/// Checks every region of `data` before any is touched, so a bad request
+/// changes nothing.
+fn check_regions(log: &DirtyLog, data: &[u8]) -> Result<(), Errno> {
+    for r in regions(data)? {
+        existing(log, r)?;
+    }
+    Ok(())
 }
 
 fn one_region(data: &[u8]) -> Result<u64, Errno> {

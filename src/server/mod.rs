@@ -125,6 +125,15 @@ fn worth_logging(n: u64) -> bool {
     n.is_power_of_two()
 }
 
+/// Logs request `kind` of log `uuid` failing with `e`, before its error
+/// reply is counted in `error_replies`. A failing log device is logged by
+/// the log itself; these lines only thin out with it.
+fn warn_failed(uuid: &[u8], kind: RequestType, e: Errno, error_replies: u64) {
+    if e != Errno::EIO || worth_logging(error_replies + 1) {
+        log::warn!("log {}: {} failed: {}", Uuid(uuid), kind.name(), e.desc());
+    }
+}
+
 impl Server {
     /// `state_dir` and `node_dir` are the open --state-dir and --node-dir;
     /// `mirrors` finds and flushes the legs of the mirrors disk logs serve.
