@@ -4,6 +4,7 @@
 
 pub mod device;
 pub mod disk;
+pub mod legs;
 pub mod params;
 pub mod state;
 
@@ -11,8 +12,8 @@ use core::fmt::Write;
 use nix::errno::Errno;
 
 use crate::bitmap::Bitmap;
-use crate::mirrors::LegSet;
 use disk::{DeviceIo, DiskStore, Step, StepError};
+use legs::LegSet;
 use params::{LogArgs, LogType, SyncMode};
 
 /// How a log's bits start.

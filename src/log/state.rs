@@ -17,8 +17,8 @@ use nix::fcntl::{FallocateFlags, OFlag};
 use nix::sys::stat::{self, Mode};
 use nix::unistd::{self, UnlinkatFlags};
 
+use super::legs::{LegSet, MAX_LEGS};
 use crate::bitmap::{self, Bitmap};
-use crate::mirrors::{LegSet, MAX_LEGS};
 use crate::sys::mapping::MappedWords;
 use crate::wire::ulog::MAX_UUID_LEN;
 

@@ -1,3 +1,6 @@
+//! The persistence half of a disk log: `DiskStore` keeps a log device's image
+//! current through the steps it plans (step.rs), in the kernel's format (image.rs).
+//!
 //! The kernel's on-disk log format (dm-log.c), so a log device moves between
 //! the kernel's `disk` log and dm-ulogd in both directions:
 //! a little-endian header at byte 0 (magic, version 2, nr_regions) and the
@@ -6,77 +9,29 @@
 //! Only the device blocks whose bits changed since the last flush are
 //! written, through one preallocated aligned staging buffer.
 
+mod image;
+mod step;
+
+pub use image::{
+    BITMAP_OFFSET, HEADER_LEN, MAGIC, VERSION, image_len, load_clean_bits, parse_header,
+};
+pub use step::{
+    DeviceIo, IO_BUF_LEN, IoBuf, MAX_WRITE_SPANS, Span, Spans, Step, StepError, run_step,
+};
+
 use nix::errno::Errno;
 
 use super::device::LogDevice;
+use super::legs::LegSet;
 use super::params::SyncMode;
-use crate::bitmap::{self, Bitmap};
-use crate::mirrors::{LegSet, MirrorError, Mirrors};
+use crate::bitmap::Bitmap;
 use crate::sys::aio::STAGING_LEN;
+use image::{and_clean_bits, render_image};
 
-pub const MAGIC: u32 = 0x4D69_5272;
-pub const VERSION: u32 = 2;
-/// Byte offset of the clean bits (LOG_OFFSET = 2 sectors).
-pub const BITMAP_OFFSET: u64 = 1024;
-/// Bytes of the header that carry fields (magic, version, nr_regions).
-pub const HEADER_LEN: usize = 16;
-
-/// Size of the staging buffer for log device I/O. Larger transfers are split.
-pub const IO_BUF_LEN: usize = STAGING_LEN;
 /// Changed blocks at most this many bytes apart are written as one transfer:
 /// rewriting a few unchanged blocks costs less than another write request
 /// (and on a small log every flush becomes a single write).
 pub const MERGE_GAP: u64 = 16 * 1024;
-const IO_ALIGN: usize = 4096;
-
-/// A page-aligned buffer for O_DIRECT transfers, allocated once at start-up.
-pub struct IoBuf {
-    storage: Vec<u8>,
-    offset: usize,
-}
-
-impl Default for IoBuf {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl IoBuf {
-    pub fn new() -> Self {
-        let storage = vec![0u8; IO_BUF_LEN + IO_ALIGN];
-        let offset = storage.as_ptr().align_offset(IO_ALIGN);
-        IoBuf { storage, offset }
-    }
-
-    /// The first `len` bytes (at most IO_BUF_LEN), aligned for O_DIRECT.
-    pub fn get(&mut self, len: usize) -> &mut [u8] {
-        &mut self.storage[self.offset..self.offset + len]
-    }
-}
-
-/// Bytes the on-disk image needs for `region_count` regions on a device with
-/// `block_size` logical blocks.
-pub fn image_len(region_count: u64, block_size: u64) -> u64 {
-    let bitmap_bytes = bitmap::words_for(region_count) as u64 * 8;
-    (BITMAP_OFFSET + bitmap_bytes).next_multiple_of(block_size)
-}
-
-/// Synchronous I/O for a disk log, for tests and the rare paths that
-/// need no event loop: a staging buffer and the mirror's legs, which are
-/// flushed before bits that record regions clean are written.
-pub struct DeviceIo {
-    pub buf: IoBuf,
-    pub mirrors: Box<dyn Mirrors>,
-}
-
-impl DeviceIo {
-    pub fn new(mirrors: Box<dyn Mirrors>) -> Self {
-        DeviceIo {
-            buf: IoBuf::new(),
-            mirrors,
-        }
-    }
-}
 
 /// How many cleared regions a disk log tracks exactly (8 bytes each).
 pub const PENDING_CLEAR_SLOTS: usize = 32;
@@ -756,165 +711,6 @@ impl DiskStore {
     }
 }
 
-/// Fills `out` with a disk log's image bytes at `offset` (a block boundary). A
-/// region is recorded clean only when it is clean and in sync: the
-/// kernel rebuilds the sync bits from the clean bits, so "clean on the
-/// device" must imply "in sync" (a CLEAR can reach a region that is out
-/// of sync, for instance after a restart without saved state, or just
-/// before its recovery is settled). The tracked pending clears stay
-/// dirty: no leg flush covers them (a write-back plan empties the list
-/// when it starts, after which only clears newer than its leg flush
-/// are in it).
-fn render_image(
-    pending_clears: &[u64],
-    clean: &Bitmap,
-    sync: &Bitmap,
-    offset: u64,
-    out: &mut [u8],
-) {
-    let len = out.len() as u64;
-    let header_end = BITMAP_OFFSET.min(offset + len);
-    if offset < header_end {
-        let part = &mut out[..(header_end - offset) as usize];
-        part.fill(0);
-        if offset == 0 {
-            part[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-            part[4..8].copy_from_slice(&VERSION.to_le_bytes());
-            part[8..16].copy_from_slice(&clean.len().to_le_bytes());
-        }
-    }
-    let bits_from = offset.max(BITMAP_OFFSET);
-    if bits_from < offset + len {
-        let start = (bits_from - offset) as usize;
-        clean.write_le_bytes_masked(
-            sync,
-            (bits_from - BITMAP_OFFSET) as usize,
-            &mut out[start..],
-        );
-    }
-    for &region in pending_clears {
-        let byte = BITMAP_OFFSET + region / 8;
-        if (offset..offset + len).contains(&byte) {
-            out[(byte - offset) as usize] &= !(1u8 << (region % 8));
-        }
-    }
-}
-
-/// One piece of device work a plan asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// Flush the volatile cache of every leg of the mirror.
-    LegFlush,
-    /// Write the `spans` spans of the log's batch (`DiskStore::batch`),
-    /// packed in the staging buffer, each at its device offset, all at once;
-    /// `durable`: durable when done (FUA writes), standing for the plan's
-    /// cache flush when this is the plan's only batch.
-    Write { spans: u8, durable: bool },
-    /// Flush the log device's volatile cache.
-    DeviceFlush,
-    /// Read `len` bytes at `offset` into the staging buffer.
-    Read { offset: u64, len: usize },
-}
-
-/// How many spans one write step carries: one io_submit of that many
-/// requests (the scattered blocks of a FLUSH on a large log go out
-/// together, not one after another).
-pub const MAX_WRITE_SPANS: usize = 16;
-const _: () = assert!(MAX_WRITE_SPANS <= crate::sys::aio::MAX_PER_SUBMIT);
-
-/// One transfer of a write step: `len` bytes from `buf_offset` of the
-/// staging buffer to `offset` on the device.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Span {
-    pub offset: u64,
-    pub buf_offset: usize,
-    pub len: usize,
-}
-
-/// The spans of a write step, packed one after another in the staging
-/// buffer. Each disk log keeps one in its store, which is allocated at CTR
-/// (`DirtyLog`), outside the preallocated registry and the step: a few
-/// hundred bytes that every idle log slot would otherwise hold.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Spans {
-    items: [Span; MAX_WRITE_SPANS],
-    count: usize,
-}
-
-impl Spans {
-    /// The spans, in device order.
-    pub fn as_slice(&self) -> &[Span] {
-        &self.items[..self.count]
-    }
-
-    /// Bytes of the staging buffer the spans use.
-    pub fn buf_len(&self) -> usize {
-        self.as_slice().last().map_or(0, |s| s.buf_offset + s.len)
-    }
-
-    fn is_full(&self) -> bool {
-        self.count == MAX_WRITE_SPANS
-    }
-
-    fn push(&mut self, offset: u64, len: usize) {
-        let buf_offset = self.buf_len();
-        self.items[self.count] = Span {
-            offset,
-            buf_offset,
-            len,
-        };
-        self.count += 1;
-    }
-}
-
-/// Why a step failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepError {
-    Device(Errno),
-    Legs(MirrorError),
-}
-
-impl core::fmt::Display for StepError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            StepError::Device(e) => f.write_str(e.desc()),
-            StepError::Legs(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-/// Runs a step to its end in the calling thread (the synchronous engine).
-pub fn run_step(
-    step: Step,
-    batch: &[Span],
-    device: &LogDevice,
-    buf: &mut [u8],
-    legs: Option<&LegSet>,
-    mirrors: &mut dyn Mirrors,
-) -> Result<(), StepError> {
-    let errno = |e: std::io::Error| {
-        StepError::Device(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
-    };
-    match step {
-        Step::LegFlush => match legs {
-            Some(legs) => mirrors.flush(legs).map_err(StepError::Legs),
-            None => Err(StepError::Legs(MirrorError::NotFound)),
-        },
-        Step::Write { durable, .. } => {
-            for span in batch {
-                let bytes = &buf[span.buf_offset..span.buf_offset + span.len];
-                device.write_all_at(bytes, span.offset).map_err(errno)?;
-            }
-            if durable {
-                device.sync().map_err(errno)?;
-            }
-            Ok(())
-        }
-        Step::DeviceFlush => device.sync().map_err(errno),
-        Step::Read { offset, len } => device.read_exact_at(&mut buf[..len], offset).map_err(errno),
-    }
-}
-
 /// Where a disk log's plan is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -986,50 +782,6 @@ impl Plan {
     }
 }
 
-/// Loads into `clean` the clean bits among `chunk`, the image's bytes from
-/// `offset` on (a multiple of 8).
-pub fn load_clean_bits(clean: &mut Bitmap, offset: u64, chunk: &[u8]) {
-    let bits_from = offset.max(BITMAP_OFFSET);
-    if bits_from < offset + chunk.len() as u64 {
-        let start = (bits_from - offset) as usize;
-        clean.read_le_bytes((bits_from - BITMAP_OFFSET) as usize, &chunk[start..]);
-    }
-}
-
-/// ANDs the clean bits in `chunk`, the image bytes at `offset`, into
-/// `clean`.
-fn and_clean_bits(clean: &mut Bitmap, offset: u64, chunk: &[u8]) {
-    let bits_from = offset.max(BITMAP_OFFSET);
-    if bits_from < offset + chunk.len() as u64 {
-        let start = (bits_from - offset) as usize;
-        clean.and_le_bytes((bits_from - BITMAP_OFFSET) as usize, &chunk[start..]);
-    }
-}
-
-/// Parses the header: Some(nr_regions) for a
-/// valid dm-log header, None for anything without the magic; an unknown
-/// version is an error, as in the kernel.
-pub fn parse_header(h: &[u8]) -> Result<Option<u64>, String> {
-    if h.len() < HEADER_LEN {
-        return Err(format!(
-            "{} bytes cannot hold a dm disk log header ({HEADER_LEN} bytes)",
-            h.len()
-        ));
-    }
-    let word = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
-    if word(0) != MAGIC {
-        return Ok(None);
-    }
-    let version = word(4);
-    // Version 1 is read as 2 on little-endian machines, as the kernel does.
-    if version != 1 && version != VERSION {
-        return Err(format!("unsupported on-disk log version {version}"));
-    }
-    let mut nr = [0u8; 8];
-    nr.copy_from_slice(&h[8..16]);
-    Ok(Some(u64::from_le_bytes(nr)))
-}
-
 /// Bits of `DiskStore::flags`, as a state file keeps them.
 pub mod flags {
     /// A read or write of the log device failed (status 'D').
@@ -1040,31 +792,4 @@ pub mod flags {
     pub const LEGS_FLUSH_FAILED: u32 = 4;
     /// A newer log loaded the device: this log writes nothing to it.
     pub const SUPERSEDED: u32 = 8;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn image_size_matches_the_kernel() {
-        // 1024 header bytes + bitset rounded to 64 bits, rounded to the block.
-        assert_eq!(image_len(1, 512), 1536);
-        assert_eq!(image_len(4096, 512), 1536);
-        assert_eq!(image_len(4097, 512), 2048);
-        assert_eq!(image_len(1, 4096), 4096);
-        assert_eq!(image_len(16 * 1024 * 1024, 512), 1024 + 2 * 1024 * 1024);
-    }
-
-    #[test]
-    fn header_parsing() {
-        let mut h = [0u8; 16];
-        assert_eq!(parse_header(&h), Ok(None));
-        h[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-        h[4..8].copy_from_slice(&1u32.to_le_bytes());
-        h[8..16].copy_from_slice(&77u64.to_le_bytes());
-        assert_eq!(parse_header(&h), Ok(Some(77)));
-        h[4..8].copy_from_slice(&3u32.to_le_bytes());
-        assert!(parse_header(&h).is_err());
-    }
 }
