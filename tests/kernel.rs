@@ -272,3 +272,16 @@ fn state_file_system_full() {
 fn character_device_as_log_device() {
     run_scenario("log_device_not_block", 2);
 }
+
+// Mirrors by configuration (issue 21).
+
+/// `dm-ulogd create`, `remove`, `assemble` and `status` in one boot: the
+/// tables' counts, refusals with one line and nothing left (no daemon, a
+/// name in use, a held leg or log, legs of different sizes, a log device
+/// too small, a bad option or configuration line), assemble twice, over a
+/// half-made device, with a late leg, a leg that never appears (named at
+/// the timeout) and a log device whose header counts other regions (warned).
+#[test]
+fn config_create_assemble_remove() {
+    run_scenario("config_create", 2);
+}

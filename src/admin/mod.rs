@@ -31,13 +31,16 @@ pub const NOT_LISTENING: &str = "dm-ulogd is not running (nothing listens on the
 /// What `create` loaded.
 pub struct Created {
     pub table: String,
-    /// Said before the load (e.g. a log header of another size).
-    pub warnings: Vec<String>,
 }
 
 /// Makes the mirror `spec`: checks, then DM_DEV_CREATE, DM_TABLE_LOAD and a
-/// resume; a failure after the device was made removes it again.
-pub fn create_mirror(ctl: &mut Control, spec: &MirrorSpec) -> Result<Created, String> {
+/// resume; a failure after the device was made removes it again. Warnings
+/// go to stderr before the load, prefixed with `command`.
+pub fn create_mirror(
+    ctl: &mut Control,
+    spec: &MirrorSpec,
+    command: &str,
+) -> Result<Created, String> {
     config::check_spec(spec)?;
     if !daemon_listening() {
         return Err(NOT_LISTENING.into());
@@ -78,14 +81,13 @@ pub fn create_mirror(ctl: &mut Control, spec: &MirrorSpec) -> Result<Created, St
     );
     let text = params.to_text();
     for w in &warnings {
-        eprintln!("dm-ulogd create {}: warning: {w}", spec.name);
+        eprintln!("dm-ulogd {command} {}: warning: {w}", spec.name);
     }
     // The table load claims every device: give up our claims first.
     legs.into_iter().chain(log).for_each(BlockDev::release);
     load_new(ctl, &spec.name, &spec.device_uuid(), length, &text)?;
     Ok(Created {
         table: format!("0 {length} mirror {text}"),
-        warnings,
     })
 }
 
@@ -250,7 +252,7 @@ pub fn run_create(opts: &CreateOptions) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match create_mirror(&mut ctl, &opts.spec) {
+    match create_mirror(&mut ctl, &opts.spec, "create") {
         Ok(c) => println!("created {name}: {}", c.table),
         Err(e) => {
             eprintln!("dm-ulogd create {name}: {e}");
@@ -370,7 +372,7 @@ fn assemble_one(ctl: &mut Control, spec: &MirrorSpec, deadline: Instant) -> Resu
         None => {}
     }
     wait_for_devices(spec, deadline)?;
-    let created = create_mirror(ctl, spec)?;
+    let created = create_mirror(ctl, spec, "assemble")?;
     Ok(format!("assembled ({})", created.table))
 }
 
