@@ -16,9 +16,14 @@ use crate::startup::ExitCode;
 use crate::table::{LogOwner, MirrorParams};
 use crate::wire::dm_ioctl::Target;
 
+use std::time::Duration;
+
 use super::NOT_LISTENING;
 use super::devices::daemon_listening;
 use super::mirrors::live_params;
+
+/// Between the suspend and the resume of a convert.
+const SETTLE: Duration = Duration::from_millis(200);
 
 /// The table of `old` with its log served by `to`. `uuid` and
 /// `integrated_flush` are the userspace log's (from the configuration).
@@ -71,9 +76,16 @@ fn owner_words(o: LogOwner) -> &'static str {
 pub fn run(opts: &ConvertOptions) -> ExitCode {
     let name = &opts.name;
     match convert(opts) {
-        Ok(table) => {
+        Ok(Some(table)) => {
             println!(
                 "converted {name}: its log is served by {} now: {table}",
+                owner_words(opts.to)
+            );
+            ExitCode::Ok
+        }
+        Ok(None) => {
+            println!(
+                "{name}: its log is served by {} already",
                 owner_words(opts.to)
             );
             ExitCode::Ok
@@ -85,7 +97,8 @@ pub fn run(opts: &ConvertOptions) -> ExitCode {
     }
 }
 
-fn convert(opts: &ConvertOptions) -> Result<String, String> {
+/// The new table, or None when the log is served by `opts.to` already.
+fn convert(opts: &ConvertOptions) -> Result<Option<String>, String> {
     let name = &opts.name;
     let configured = config::load(&opts.config, true).map_err(|e| e.to_string())?;
     let spec = configured.iter().find(|m| m.name == *name);
@@ -99,6 +112,9 @@ fn convert(opts: &ConvertOptions) -> Result<String, String> {
         return Err(format!("no device-mapper device is named {name}"));
     }
     let (length, old) = live_params(&mut ctl, name)?;
+    if old.owner() == opts.to {
+        return Ok(None);
+    }
     let new = converted(&old, opts.to, &uuid, integrated_flush, opts.allow_resync)?;
     let text = new.to_text();
     let target = Target {
@@ -117,13 +133,18 @@ fn convert(opts: &ConvertOptions) -> Result<String, String> {
         let _ = ctl.clear(name);
         return Err(format!("cannot suspend it ({}): nothing changed", e.desc()));
     }
+    // The suspended table's kmirrord still records the clears of the last
+    // writes and flushes them after the suspend returned (PROTOCOL.md
+    // section 10); give them a moment to land before the new log reads the
+    // device, or those regions count as out of sync and resync.
+    std::thread::sleep(SETTLE);
     ctl.resume(name).map_err(|e| {
         format!(
             "the resume with the new table failed ({}): the mirror is suspended; dmsetup resume {name}",
             e.desc()
         )
     })?;
-    Ok(format!("0 {length} mirror {text}"))
+    Ok(Some(format!("0 {length} mirror {text}")))
 }
 
 #[cfg(test)]
