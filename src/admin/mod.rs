@@ -22,8 +22,10 @@ use crate::table::{LogOwner, MirrorParams};
 use crate::wire::dm_ioctl::Target;
 use devices::{BlockDev, daemon_listening, probe};
 
-/// How long udev gets to make /dev/mapper/NAME before we make it.
-const UDEV_NODE_WAIT_MS: u64 = 2000;
+/// How long udev, when it runs, gets to make /dev/mapper/NAME before we make
+/// it: a node of ours where udev wants its link would stop udev from making
+/// the link (and systemd from seeing the device), so it is a last resort.
+const UDEV_NODE_WAIT_MS: u64 = 20_000;
 
 pub const NOT_LISTENING: &str = "dm-ulogd is not running (nothing listens on the device-mapper log connector): start it first \
      (systemctl start dm-ulogd, or dm-ulogd --daemon)";
@@ -316,6 +318,12 @@ pub fn run_assemble(opts: &AssembleOptions) -> ExitCode {
                 }
             }
         }
+    }
+    if opts.check {
+        for spec in wanted {
+            println!("{}: {}", spec.name, spec.to_line());
+        }
+        return ExitCode::Ok;
     }
     let mut ctl = match open_control() {
         Ok(c) => c,

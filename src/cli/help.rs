@@ -5,7 +5,7 @@ dm-ulogd: a single-node server for device-mapper's userspace dirty log
 
 Usage: dm-ulogd [options]
        dm-ulogd create NAME LEGS LOG [OPTIONS] [--save] [--wait] [--config PATH]
-       dm-ulogd assemble NAME...|--all [--timeout SECONDS] [--wait] [--config PATH]
+       dm-ulogd assemble NAME...|--all [--timeout SECONDS] [--wait] [--check] [--config PATH]
        dm-ulogd convert NAME --to kernel|userspace [--allow-resync] [--config PATH]
        dm-ulogd remove NAME...
        dm-ulogd status [--state-dir DIR] [--pidfile PATH] [--json] [--wait] [--config PATH]
@@ -59,6 +59,8 @@ Mirrors (run beside the daemon, which must be running for create and assemble):
                            per mirror; exit 1 if any failed
       --timeout SECONDS    how long to wait for devices, in all (default 30)
       --all                every mirror of the configuration file
+      --check              only read the configuration: print each mirror's line,
+                           or the file, line and rule of its first error
   convert NAME --to kernel|userspace
                            moves a live mirror's log between the kernel's own log
                            and dm-ulogd by a table reload on the same log device,

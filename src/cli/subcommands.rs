@@ -52,6 +52,8 @@ pub struct AssembleOptions {
     /// Seconds to wait for every mirror's devices, in all.
     pub timeout: u64,
     pub wait: bool,
+    /// Only read the configuration and say what would be assembled.
+    pub check: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,6 +272,7 @@ fn parse_assemble(args: &mut impl Iterator<Item = OsString>) -> Result<Command, 
         config: PathBuf::from(DEFAULT_CONFIG),
         timeout: DEFAULT_ASSEMBLE_TIMEOUT,
         wait: false,
+        check: false,
     };
     while let Some(arg) = args.next() {
         let (name, inline) = arg?;
@@ -277,6 +280,7 @@ fn parse_assemble(args: &mut impl Iterator<Item = OsString>) -> Result<Command, 
             "-h" | "--help" => return Ok(Command::Help),
             "--all" => opts.all = true,
             "--wait" => opts.wait = true,
+            "--check" => opts.check = true,
             "--config" => opts.config = PathBuf::from(args.value(&name, inline, "a path")?),
             "--timeout" => {
                 let v = args.value(&name, inline, "seconds")?;
