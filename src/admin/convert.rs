@@ -7,7 +7,12 @@
 //! Order (dmsetup reload + suspend + resume): DM_TABLE_LOAD constructs the
 //! new log beside the live one, the suspend flushes the old log, the resume
 //! makes the new table live and reads the device, and only then is the old
-//! log destroyed (section 9, "Reload order").
+//! log destroyed (section 9, "Reload order"). The old table's last clears
+//! are flushed by its kmirrord as its writes complete during the suspend
+//! (section 10); one that landed after the new log read the device would
+//! only resync that region again. The guest test (config_convert) compares
+//! the in-sync count right before and right after each move under fio load
+//! and has not seen one.
 
 use crate::cli::ConvertOptions;
 use crate::config::{self, log_uuid_of};
@@ -16,14 +21,9 @@ use crate::startup::ExitCode;
 use crate::table::{LogOwner, MirrorParams};
 use crate::wire::dm_ioctl::Target;
 
-use std::time::Duration;
-
 use super::NOT_LISTENING;
 use super::devices::daemon_listening;
 use super::mirrors::live_params;
-
-/// Between the suspend and the resume of a convert.
-const SETTLE: Duration = Duration::from_millis(200);
 
 /// The table of `old` with its log served by `to`. `uuid` and
 /// `integrated_flush` are the userspace log's (from the configuration).
@@ -133,11 +133,6 @@ fn convert(opts: &ConvertOptions) -> Result<Option<String>, String> {
         let _ = ctl.clear(name);
         return Err(format!("cannot suspend it ({}): nothing changed", e.desc()));
     }
-    // The suspended table's kmirrord still records the clears of the last
-    // writes and flushes them after the suspend returned (PROTOCOL.md
-    // section 10); give them a moment to land before the new log reads the
-    // device, or those regions count as out of sync and resync.
-    std::thread::sleep(SETTLE);
     ctl.resume(name).map_err(|e| {
         format!(
             "the resume with the new table failed ({}): the mirror is suspended; dmsetup resume {name}",
