@@ -1,9 +1,10 @@
 #!/bin/sh
 # Mirrors by configuration (issue 21), in one boot: `dm-ulogd create` refused
-# with one line and nothing left behind (no daemon, a name in use, a held leg,
-# legs of different sizes, a log device too small, a bad option); made with
-# --save (the table's counts as the kernel echoes them, /dev/mapper/NAME, the
-# configuration line, `status`); `remove`; `assemble` from the configuration
+# with one line and nothing left behind (no daemon, a name in use, a leg held
+# by another mirror, a leg in use as swap, legs of different sizes, a log
+# device too small, a bad option); made with --save (the table's counts as
+# the kernel echoes them, /dev/mapper/NAME, the configuration line,
+# `status`); `remove`; `assemble` from the configuration
 # (twice: the second changes nothing; a half-made device; a late leg; a leg
 # that never appears, named at the timeout; a log device whose header counts
 # another number of regions, warned about before the load).
@@ -83,6 +84,12 @@ expect_fail "log device /dev/mapper/tiny_log holds 1024 bytes, a log of 2048 reg
     dm-ulogd create t /dev/mapper/h_0,/dev/mapper/h_1 /dev/mapper/tiny_log region_size=8
 no_device t
 expect_fail "unknown option \"resync\"" dm-ulogd create t /dev/mapper/h_0,/dev/mapper/h_1 core resync
+# A leg in use as swap: claimed exclusively by the kernel, no holder in sysfs.
+run mkswap /dev/mapper/h_1 >/dev/null
+run swapon /dev/mapper/h_1 >/dev/null
+expect_fail "leg /dev/mapper/h_1 ($(devnum h_1)) is in use (open exclusively" dm-ulogd create t /dev/mapper/h_0,/dev/mapper/h_1 core
+no_device t
+run swapoff /dev/mapper/h_1 >/dev/null
 expect_fail "is not a mirror dm-ulogd made" dm-ulogd remove h_0
 expect_fail "no device-mapper device is named nothere" dm-ulogd remove nothere
 
