@@ -22,9 +22,10 @@ use crate::table::{LogOwner, MirrorParams};
 use crate::wire::dm_ioctl::Target;
 use devices::{BlockDev, daemon_listening, probe};
 
-/// How long udev, when it runs, gets to make /dev/mapper/NAME before we make
-/// it: a node of ours where udev wants its link would stop udev from making
-/// the link (and systemd from seeing the device), so it is a last resort.
+/// How long udev, when it runs with device-mapper's rules, gets to make
+/// /dev/mapper/NAME before we make it: a node of ours where udev wants its
+/// link would stop udev from making the link (and systemd from seeing the
+/// device), so it is a last resort.
 const UDEV_NODE_WAIT_MS: u64 = 20_000;
 
 pub const NOT_LISTENING: &str = "dm-ulogd is not running (nothing listens on the device-mapper log connector): start it first \
@@ -195,12 +196,25 @@ fn load_new(
             ),
         });
     }
-    let wait = if Path::new("/run/udev/control").exists() {
+    let wait = if udev_makes_dm_links() {
         UDEV_NODE_WAIT_MS
     } else {
         0
     };
     dmctl::ensure_node(name, info.major, info.minor, wait)
+}
+
+/// Where device-mapper's udev rules (libdevmapper's 55-dm.rules, which
+/// make /dev/mapper/NAME) may be.
+const DM_UDEV_RULES: [&str; 3] = [
+    "/etc/udev/rules.d/55-dm.rules",
+    "/lib/udev/rules.d/55-dm.rules",
+    "/usr/lib/udev/rules.d/55-dm.rules",
+];
+
+/// udev runs and has device-mapper's rules: it makes /dev/mapper/NAME.
+fn udev_makes_dm_links() -> bool {
+    Path::new("/run/udev/control").exists() && DM_UDEV_RULES.iter().any(|r| Path::new(r).exists())
 }
 
 fn open_control() -> Result<Control, ExitCode> {
