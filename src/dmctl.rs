@@ -61,9 +61,20 @@ fn decode_dev(dev: u64) -> (u64, u64) {
 
 impl Control {
     /// Opens the control device, making its node (as dmsetup does) where
-    /// devtmpfs or udev made none and `make_node` allows it.
-    pub fn open(make_node: bool) -> Result<Self, String> {
-        let flags = OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+    /// devtmpfs or udev made none.
+    pub fn open() -> Result<Self, String> {
+        Self::open_with(OFlag::O_RDWR, true)
+    }
+
+    /// Opens it read-only and makes nothing, for `status`: the ioctls that
+    /// only ask (list, info, table, status) need CAP_SYS_ADMIN, not a
+    /// writable descriptor.
+    pub fn open_read_only() -> Result<Self, String> {
+        Self::open_with(OFlag::O_RDONLY, false)
+    }
+
+    fn open_with(access: OFlag, make_node: bool) -> Result<Self, String> {
+        let flags = access | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
         let fd = match nix::fcntl::open(CONTROL_PATH, flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::ENOENT) if make_node => {

@@ -107,7 +107,7 @@ fn convert(opts: &ConvertOptions) -> Result<Option<String>, String> {
     if opts.to == LogOwner::Userspace && !daemon_listening() {
         return Err(NOT_LISTENING.into());
     }
-    let mut ctl = Control::open(true)?;
+    let mut ctl = Control::open()?;
     if ctl.info(name).map_err(|e| e.desc().to_string())?.is_none() {
         return Err(format!("no device-mapper device is named {name}"));
     }

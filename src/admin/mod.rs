@@ -218,7 +218,7 @@ fn udev_makes_dm_links() -> bool {
 }
 
 fn open_control() -> Result<Control, ExitCode> {
-    Control::open(true).map_err(|e| {
+    Control::open().map_err(|e| {
         eprintln!("dm-ulogd: {e}");
         ExitCode::Environment
     })

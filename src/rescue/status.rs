@@ -140,14 +140,14 @@ pub fn read_live_logs(dir: &Path) -> Result<(Vec<LiveLog>, Vec<String>), String>
 }
 
 /// The mirrors dm-ulogd made and those configured, through device-mapper
-/// (opened read-write for its ioctls, which change nothing); none when
-/// device-mapper is not there.
+/// (its control device opened read-only; only asking ioctls); the
+/// configured ones alone when device-mapper is not there.
 fn read_mirrors(opts: &StatusOptions, problems: &mut Vec<String>) -> Vec<MirrorView> {
     let configured = config::load(&opts.config, true).unwrap_or_else(|e| {
         problems.push(e.to_string());
         Vec::new()
     });
-    let Ok(mut ctl) = Control::open(false) else {
+    let Ok(mut ctl) = Control::open_read_only() else {
         return configured
             .iter()
             .map(|m| MirrorView {
@@ -199,7 +199,7 @@ pub fn run(opts: &StatusOptions) -> ExitCode {
             .filter(|m| m.table.is_some())
             .map(|m| m.name.clone())
             .collect();
-        if let Ok(mut ctl) = Control::open(false) {
+        if let Ok(mut ctl) = Control::open_read_only() {
             mirrors::wait_in_sync(&mut ctl, &active);
         }
     }
