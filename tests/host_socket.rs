@@ -273,20 +273,22 @@ fn version_prints_the_version_and_a_git_revision() {
     assert_eq!(text(&run(&["-V"]).stdout), stdout);
 }
 
-/// Every option the parser knows (the `"-..."` literals of src/cli.rs
-/// outside its tests), and the ones listed here, appear in --help.
+/// Every option the parser knows (the `"-..."` literals of src/cli/ outside
+/// its tests), and the ones listed here, appear in --help.
 #[test]
 fn help_mentions_every_option() {
     let out = run(&["--help"]);
     assert!(out.status.success(), "{:?}", out);
     let help = text(&out.stdout);
     assert_eq!(text(&run(&["-h"]).stdout), help);
-    let cli = include_str!("../src/cli.rs");
-    let cli = cli.split("#[cfg(test)]").next().unwrap();
-    let mut options: Vec<&str> = cli
-        .split('"')
-        .skip(1)
-        .step_by(2)
+    let daemon = include_str!("../src/cli/mod.rs");
+    let subcommands = include_str!("../src/cli/subcommands.rs");
+    let mut options: Vec<&str> = [daemon, subcommands]
+        .iter()
+        .flat_map(|f| {
+            let code = f.split("#[cfg(test)]").next().unwrap();
+            code.split('"').skip(1).step_by(2)
+        })
         .filter(|s| {
             s.len() >= 2
                 && s.starts_with('-')

@@ -309,3 +309,24 @@ fn restart_suspend_with_hung_log_device() {
 fn reload_after_failed_suspend() {
     run_scenario("reload_after_failed_suspend", 2);
 }
+
+// Mirrors by configuration (issue 21).
+
+/// `dm-ulogd create`, `remove`, `assemble` and `status` in one boot: the
+/// tables' counts, refusals with one line and nothing left (no daemon, a
+/// name in use, a held leg or log, legs of different sizes, a log device
+/// too small, a bad option or configuration line), assemble twice, over a
+/// half-made device, with a late leg, a leg that never appears (named at
+/// the timeout) and a log device whose header counts other regions (warned).
+#[test]
+fn config_create_assemble_remove() {
+    run_scenario("config_create", 2);
+}
+
+/// `dm-ulogd convert` both ways on the same log device, during the initial
+/// resync and four times under verified fio writes: the in-sync count never
+/// drops, unsynced regions stay unsynced, no write is lost, legs identical.
+#[test]
+fn config_convert_both_ways() {
+    run_scenario("config_convert", 2);
+}
