@@ -565,11 +565,18 @@ impl DirtyLog {
         self.disk.as_deref().map_or(0, DiskStore::flags)
     }
 
-    /// Takes back the conditions a state file kept.
-    pub fn restore_flags(&mut self, saved: u32) {
+    /// Takes back the conditions and the load stamp a state file kept.
+    pub fn restore_flags(&mut self, saved: u32, load_stamp: u64) {
         if let Some(d) = &mut self.disk {
             d.restore_flags(saved);
+            d.restore_load_stamp(load_stamp);
         }
+    }
+
+    /// When a disk log last began loading its device (0: never, or a core
+    /// log).
+    pub fn load_stamp(&self) -> u64 {
+        self.disk.as_deref().map_or(0, DiskStore::load_stamp)
     }
 
     /// STATUS_INFO text, as the kernel's own logs print it.

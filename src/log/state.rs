@@ -39,6 +39,9 @@ mod field {
     /// The disk log's sticky conditions (u32, `log::disk::flags`); an older
     /// dm-ulogd left zeros here, which read as healthy.
     pub const FLAGS: usize = 40;
+    /// When the disk log last began loading its device (u64, CLOCK_BOOTTIME
+    /// ns; 0: never).
+    pub const LOAD_STAMP: usize = 48;
     pub const UUID: usize = 64;
     pub const CTR: usize = 256;
     /// How many legs follow (u64), then their dev_t (u64 each).
@@ -67,6 +70,8 @@ pub struct Saved {
     pub legs: Option<LegSet>,
     /// The disk log's sticky conditions (`log::disk::flags`).
     pub flags: u32,
+    /// When the disk log last began loading its device (0: never).
+    pub load_stamp: u64,
 }
 
 /// The state directory, open for the daemon's lifetime.
@@ -230,6 +235,7 @@ impl StateDir {
             header[field::FLAGS + 2],
             header[field::FLAGS + 3],
         ]);
+        let load_stamp = u64_field(&header, field::LOAD_STAMP);
         let (clean, sync) = self.map(&file, id.region_count)?;
         Ok(Some(Saved {
             clean,
@@ -237,6 +243,7 @@ impl StateDir {
             device,
             legs,
             flags,
+            load_stamp,
         }))
     }
 
@@ -278,6 +285,17 @@ impl StateDir {
             field::FLAGS,
             &flags.to_le_bytes(),
             "the failure flags",
+        );
+    }
+
+    /// Records when a disk log began loading its device.
+    pub fn save_load_stamp(&self, uuid: &[u8], luid: u64, stamp: u64) {
+        self.write_field(
+            uuid,
+            luid,
+            field::LOAD_STAMP,
+            &stamp.to_le_bytes(),
+            "the load time",
         );
     }
 
@@ -510,6 +528,7 @@ mod tests {
             device,
             legs,
             flags,
+            ..
         } = dir.restore(&id).unwrap().unwrap();
         assert_eq!(legs, Some(recorded));
         assert_eq!(flags, 0b101);

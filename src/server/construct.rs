@@ -92,7 +92,7 @@ impl Server {
             Some(spec) => Some(self.open_store(&uuid, spec, &args, saved.as_ref())?),
             None => None,
         };
-        let saved_flags = saved.as_ref().map_or(0, |s| s.flags);
+        let (saved_flags, load_stamp) = saved.as_ref().map_or((0, 0), |s| (s.flags, s.load_stamp));
         let (clean, sync, origin) = match saved {
             Some(s) => (s.clean, s.sync, Origin::Restored),
             None => {
@@ -108,7 +108,7 @@ impl Server {
             None => None,
         };
         let mut log = DirtyLog::new(&args, clean, sync, store, origin);
-        log.restore_flags(saved_flags);
+        log.restore_flags(saved_flags, load_stamp);
         let mut entry = Entry::new(req.uuid, req.luid, ctr_hash(text), log, slot);
         entry.saved_flags = saved_flags;
         let reply = if reconnect {

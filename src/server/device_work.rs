@@ -95,7 +95,8 @@ impl Server {
                     return;
                 };
                 let work = head.work();
-                if entry.log.starts_load(work) && !self.take_over_device(index) {
+                let loads = entry.log.starts_load(work);
+                if loads && !self.take_over_device(index) {
                     // Looked at again after the next completion.
                     self.load_waits = true;
                     return;
@@ -103,6 +104,10 @@ impl Server {
                 let entry = self.registry.get_mut(index);
                 entry.log.begin(work);
                 entry.working = Some(Owner::Head);
+                if loads && entry.log.load_stamp() != 0 {
+                    self.state
+                        .save_load_stamp(&entry.uuid, entry.luid, entry.log.load_stamp());
+                }
             }
             let entry = self.registry.get_mut(index);
             let Some(buf) = self.engine.buf(slot) else {
@@ -137,6 +142,16 @@ impl Server {
                         Self::note_saved_write_back(&entry.uuid, result);
                         // Best effort: the device keeps what the previous
                         // daemon left, which is safe.
+                        Ok(())
+                    } else if parked.kind == RequestType::Resume {
+                        // The bits are right in memory whatever the device
+                        // did (its failure shows as D in the status and in
+                        // the log). dm-raid1 only warns of a log's resume
+                        // error, but the kernel's reconnect path turns one
+                        // into -ESRCH for the request that found the daemon
+                        // gone: an IN_SYNC would read "not in sync", and
+                        // the kernel would write one leg only of a region
+                        // the log keeps in sync.
                         Ok(())
                     } else {
                         result
@@ -224,47 +239,82 @@ impl Server {
         }
     }
 
-    /// Before log `index` reads or rewrites its device: every older log of
-    /// that device, suspended by a table reload, stops writing it
-    /// (`DiskStore::supersede`). False while one of them has a step in
+    /// Before log `index` reads or rewrites its device. Of two logs of one
+    /// mirror (one uuid) on one device, the one that loaded it last belongs
+    /// to the newer table (a reload: the new table resumes after the old
+    /// one is suspended, and the old one's DTR comes last), so a log that
+    /// loads supersedes every other log of its uuid that loaded the device
+    /// before (`DiskStore::supersede`): they write nothing more to it. A
+    /// log that finds another one loaded after its own last load (its
+    /// table is the older one, reconnected after a restart) supersedes
+    /// itself instead. Load times are kept in the state files, so this
+    /// holds across restarts. False while a log to supersede has a step in
     /// flight, which must land before the read.
     fn take_over_device(&mut self, index: usize) -> bool {
+        let my_stamp = self.registry.get(index).log.load_stamp();
+        let mut in_flight = false;
         for other in 0..self.registry.len() {
-            let (mine, theirs) = (self.registry.get(index), self.registry.get(other));
-            let shared = match (mine.log.disk(), theirs.log.disk()) {
-                (Some(a), Some(b)) => {
-                    other != index && !b.is_superseded() && a.device().same_device(b.device())
-                }
-                _ => false,
+            let Some(stamp) = self.sibling_load(index, other) else {
+                continue;
             };
-            if !shared {
-                continue;
-            }
-            if !theirs.log.is_suspended() {
-                log::error!(
-                    "log {}: its log device is also that of the live log {}: two mirrors must \
-                     not share a log device, and neither log's bits can be trusted",
-                    Uuid(&mine.uuid),
-                    Uuid(&theirs.uuid)
+            if my_stamp != 0 && stamp > my_stamp {
+                let me = self.registry.get_mut(index);
+                me.log.supersede();
+                log::info!(
+                    "log {} luid {}: a newer log of its mirror loaded its device since; it \
+                     writes nothing more to it",
+                    Uuid(&me.uuid),
+                    me.luid
                 );
-                continue;
+                self.persist_flags(index);
+                return true;
             }
-            if theirs
-                .slot
-                .is_some_and(|slot| self.engine.in_flight(slot).is_some())
-            {
-                return false;
+            let slot = self.registry.get(other).slot;
+            in_flight |= slot.is_some_and(|slot| self.engine.in_flight(slot).is_some());
+        }
+        if in_flight {
+            return false;
+        }
+        for other in 0..self.registry.len() {
+            if self.sibling_load(index, other).is_none() {
+                continue;
             }
             let theirs = self.registry.get_mut(other);
             theirs.log.supersede();
             log::info!(
-                "log {} luid {}: a newer log loads its device; it writes nothing more to it",
+                "log {} luid {}: a newer log of its mirror loads its device; it writes \
+                 nothing more to it",
                 Uuid(&theirs.uuid),
                 theirs.luid
             );
             self.persist_flags(other);
         }
         true
+    }
+
+    /// When log `other`, another log of the same mirror on the same device
+    /// as log `index` and not superseded, last loaded it; None for any
+    /// other log, and for one that never loaded the device (a newer table
+    /// still to resume, or a failed load: it wrote nothing there). A log
+    /// of another mirror on the same device is an error, logged.
+    fn sibling_load(&self, index: usize, other: usize) -> Option<u64> {
+        let (mine, theirs) = (self.registry.get(index), self.registry.get(other));
+        let (a, b) = (mine.log.disk()?, theirs.log.disk()?);
+        let stamp = theirs.log.load_stamp();
+        if other == index || b.is_superseded() || stamp == 0 || !a.device().same_device(b.device())
+        {
+            return None;
+        }
+        if theirs.uuid != mine.uuid {
+            log::error!(
+                "log {}: its log device is also that of log {}: two mirrors must not share a \
+                 log device, and neither log's bits can be trusted",
+                Uuid(&mine.uuid),
+                Uuid(&theirs.uuid)
+            );
+            return None;
+        }
+        Some(stamp)
     }
 
     /// Keeps a disk log's sticky conditions in its state file when they

@@ -165,7 +165,7 @@ impl Server {
             Origin::Restored,
         );
         log.set_legs(Some(legs));
-        log.restore_flags(saved.flags);
+        log.restore_flags(saved.flags, saved.load_stamp);
         let mut entry = Entry::new(uuid, luid, ctr_hash(&ctr), log, Some(slot));
         entry.saved_flags = saved.flags;
         entry.resumed = true;

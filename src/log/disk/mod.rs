@@ -107,6 +107,11 @@ pub struct DiskStore {
     /// reload): this log's bits are stale for it, so it never writes it
     /// again (see `supersede`).
     superseded: bool,
+    /// When this log last began loading its device (CLOCK_BOOTTIME, ns; 0:
+    /// never). Kept in the state file: of two logs of one mirror on one
+    /// device, the one that loaded later is the newer table's, also across
+    /// a restart of the daemon (see `Server::take_over_device`).
+    load_stamp: u64,
     /// Failed writes and flushes since the last success.
     failures: u64,
     io: IoCounts,
@@ -142,6 +147,7 @@ impl DiskStore {
             cache_flush_failed: false,
             unflushed_writes: false,
             superseded: false,
+            load_stamp: 0,
             failures: 0,
             io: IoCounts::default(),
             plan: Plan::idle(),
@@ -187,6 +193,26 @@ impl DiskStore {
         self.cache_flush_failed |= saved & flags::CACHE_FLUSH_FAILED != 0;
         self.flush_failed |= saved & flags::LEGS_FLUSH_FAILED != 0;
         self.superseded |= saved & flags::SUPERSEDED != 0;
+    }
+
+    pub fn load_stamp(&self) -> u64 {
+        self.load_stamp
+    }
+
+    /// Takes back the load stamp a state file kept.
+    pub fn restore_load_stamp(&mut self, stamp: u64) {
+        self.load_stamp = stamp;
+    }
+
+    /// A load of the device begins now.
+    fn stamp_load(&mut self) {
+        self.load_stamp =
+            nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).map_or(1, |t| {
+                (t.tv_sec() as u64)
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(t.tv_nsec() as u64)
+                    .max(1)
+            });
     }
 
     /// A newer log has loaded this device while this log was suspended
@@ -356,6 +382,7 @@ impl DiskStore {
     /// bits may record regions clean that the device still has dirty, so
     /// the legs are flushed first.
     pub fn begin_rewrite(&mut self) {
+        self.stamp_load();
         self.untracked_clears = true;
         self.begin_write_image();
     }
@@ -373,6 +400,7 @@ impl DiskStore {
     /// steps, ANDing its clean bits into the log's (`step_done`);
     /// `finish_load` then deals with the regions the device did not know.
     pub fn begin_load(&mut self, sync: SyncMode) {
+        self.stamp_load();
         self.plan = Plan::done();
         self.plan.phase = Phase::Reading;
         self.plan.sync_mode = sync;
