@@ -25,12 +25,24 @@ pub struct Parked {
     pub seq: u32,
     pub request_type_field: u32,
     pub cn_seq: u32,
+    /// The region of an IN_SYNC (region numbers fit 32 bits), answered
+    /// once the log has loaded its device.
+    pub region: u32,
 }
 
 impl Parked {
     /// What a request of `kind` needs kept while it waits.
     pub fn new(kind: RequestType, req: &Request<'_>) -> Self {
+        let region = match req.data.get(..8) {
+            Some(bytes) if kind == RequestType::InSync => {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(bytes);
+                u32::try_from(u64::from_ne_bytes(word)).unwrap_or(u32::MAX)
+            }
+            _ => 0,
+        };
         Parked {
+            region,
             kind,
             luid: req.luid,
             version: req.version,
@@ -59,6 +71,7 @@ impl Parked {
             RequestType::Resume => Work::Resume,
             RequestType::Postsuspend => Work::Postsuspend,
             RequestType::Flush => Work::Flush,
+            RequestType::InSync => Work::Load,
             _ => Work::WriteBack,
         }
     }

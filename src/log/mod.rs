@@ -36,6 +36,9 @@ pub enum Work {
     WriteBack,
     Postsuspend,
     Resume,
+    /// Load the device if this log has not: its bits are the device's
+    /// only then (an IN_SYNC before the reconnect's RESUME).
+    Load,
 }
 
 /// What `DirtyLog::next_step` says.
@@ -247,6 +250,8 @@ impl DirtyLog {
     ///   and the load cannot undo them.
     /// - WriteBack: everything a disk log deferred (DTR, idle time).
     /// - Postsuspend: the mirror is quiet; write out what was deferred.
+    /// - Load: a disk log that has not loaded its device does (an IN_SYNC
+    ///   of a log the kernel reconnected, before another caller's RESUME).
     /// - Resume: a core log only restarts its resync scan; a disk log reads
     ///   its device (the kernel's disk_resume) when it starts or comes back
     ///   from a suspend. A RESUME of a live log that was not suspended is
@@ -263,6 +268,11 @@ impl DirtyLog {
             return;
         }
         match work {
+            Work::Load => {
+                if self.disk.as_deref().is_some_and(|d| !d.is_loaded()) {
+                    self.begin_load(false);
+                }
+            }
             Work::Flush => {
                 if self.disk.as_deref().is_some_and(|d| !d.is_loaded()) {
                     self.begin_load(true);
@@ -312,6 +322,7 @@ impl DirtyLog {
         };
         match work {
             Work::Flush => d.flush_needs_io(),
+            Work::Load => !d.is_loaded(),
             Work::WriteBack => d.is_loaded(),
             Work::Postsuspend => d.is_loaded() || d.awaits_rewrite(),
             Work::Resume => !d.is_loaded() || self.suspended,
@@ -541,7 +552,7 @@ impl DirtyLog {
             return false;
         };
         match work {
-            Work::Flush => !d.is_loaded(),
+            Work::Flush | Work::Load => !d.is_loaded(),
             Work::Resume => !d.is_loaded() || self.suspended,
             Work::WriteBack | Work::Postsuspend => false,
         }

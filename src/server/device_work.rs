@@ -9,7 +9,7 @@ use super::{Answer, Server, Uuid, warn_failed, worth_logging};
 use crate::log::disk::Step;
 use crate::log::{Next, Work};
 use crate::registry::{Owner, PARKED_PER_LOG, Parked};
-use crate::wire::frame::{self, Request};
+use crate::wire::frame::{self, REPLY_DATA_OFFSET, Request};
 use crate::wire::ulog::RequestType;
 
 /// A log device step in flight this long is reported (1st, 2nd, 4th, ...
@@ -143,7 +143,7 @@ impl Server {
                         // Best effort: the device keeps what the previous
                         // daemon left, which is safe.
                         Ok(())
-                    } else if parked.kind == RequestType::Resume {
+                    } else if matches!(parked.kind, RequestType::Resume | RequestType::InSync) {
                         // The bits are right in memory whatever the device
                         // did (its failure shows as D in the status and in
                         // the log). dm-raid1 only warns of a log's resume
@@ -161,12 +161,20 @@ impl Server {
                         self.counters.error_replies += 1;
                     }
                     let error = result.err().map_or(0, |e| -(e as i32));
+                    let data_len = if parked.kind == RequestType::InSync {
+                        let in_sync = entry.log.in_sync(u64::from(parked.region));
+                        self.reply[REPLY_DATA_OFFSET..REPLY_DATA_OFFSET + 8]
+                            .copy_from_slice(&u64::from(in_sync).to_ne_bytes());
+                        8
+                    } else {
+                        0
+                    };
                     let n = frame::emit_reply(
                         &mut self.reply[..],
                         &parked.header(&entry.uuid),
                         parked.cn_seq,
                         error,
-                        0,
+                        data_len,
                     );
                     if parked.kind == RequestType::Dtr {
                         // Requests after a DTR (none in practice) die with it.

@@ -89,6 +89,17 @@ impl Server {
         match kind {
             RequestType::Postsuspend | RequestType::Resume => expect_empty(req.data)?,
             RequestType::Flush => check_regions(&self.registry.get(index).log, req.data)?,
+            RequestType::InSync if self.registry.get(index).log.needs_io(Work::Load) => {
+                // A disk log that has not read its device yet (the kernel
+                // reconnected it and another caller's RESUME is still to
+                // come): its bits are not the device's. "Not in sync"
+                // would make the kernel write one leg only, unmarked, of a
+                // region its device may record clean; "in sync" could
+                // send a read to a stale leg. So it loads first.
+                let log = &self.registry.get(index).log;
+                existing(log, one_region(req.data)?)?;
+                return self.device_work(index, kind, Work::Load, req);
+            }
             _ => return self.operate_now(kind, index, req, out).map(Answer::Now),
         }
         if kind == RequestType::Postsuspend {
