@@ -22,8 +22,8 @@
 //!   FUA with a flush of the whole backend, qemu's NVMe drops the FUA bit.)
 //!
 //! A power cut is SIGKILL of qemu and of every nbdkit at once, 1 to 4 s into
-//! a load of random 4 KiB direct writes (fio, 4 jobs) on a mirror of 1024
-//! regions of 8 KiB; whatever the caches held is lost. The next boot
+//! a load of random 4 KiB direct writes (fio, 4 jobs) on a mirror of 8192
+//! regions of 1 KiB (8 MiB legs); whatever the caches held is lost. The next boot
 //! assembles the mirror on the log device as the cut left it (no
 //! sync/nosync: the disk log decides what resyncs), waits for sync and
 //! compares the legs region by region (tests/scenarios/power_cut_mirror.sh).
@@ -37,13 +37,13 @@
 //! over a second NBD connection every 0.5-1.5 s). Every cut of every variant
 //! must leave identical legs.
 //!
-//! With 1024 regions the log's clean bits fit one 512-byte block and its
-//! whole image one 4 KiB cache block, so a FUA write of the image always
-//! covers the earlier plain writes to it: a hole like issue 24 section 1
-//! (a plain write of one bits block left in the cache by a FUA write of
-//! another) needs an image over one cache block (over 24,576 regions) and
-//! cannot show here; what this model does catch is a log write answered on
-//! a plain write that no flush or FUA made durable.
+//! The geometry lets a FUA write leave a plain one behind: with 8192 regions
+//! the clean bits take two 512-byte blocks (image sectors 2 and 3), and the
+//! log device is the log file from sector 5 on (dm-linear in the guest), so
+//! that sector 3 lies in another 4 KiB cache block than sectors 0-2. A FUA
+//! write of one bits block then makes nothing of the other durable, as on a
+//! real disk (issue 24 section 1); with the image in one cache block, a FUA
+//! write of any part of it would have carried the rest along.
 //!
 //! The model is checked at each cut by two probes the host zeroes before
 //! each boot: on vdc (virtio, volatile) the guest writes block 0 and flushes,
@@ -95,14 +95,20 @@ const WORK: &str = env!("CARGO_TARGET_TMPDIR");
 
 /// The guest scenario (tests/scenarios/power_cut_mirror.sh) and its geometry.
 const SCENARIO: &str = "power_cut_mirror";
-const REGIONS: usize = 1024;
-const REGION_BYTES: usize = 8 << 10;
+/// 8192 regions: the log's clean bits take two 512-byte blocks (sectors 2
+/// and 3 of its image).
+const REGIONS: usize = 8192;
+const REGION_BYTES: usize = 1 << 10;
 const LEG_BYTES: u64 = (REGIONS * REGION_BYTES) as u64;
 const LOG_BYTES: u64 = 1 << 20;
 const PROBE_BYTES: u64 = 1 << 20;
 /// The kernel's disk log format (dm-log.c): magic at byte 0, clean bits from 1024.
 const LOG_MAGIC: u32 = 0x4D69_5272;
 const LOG_BITS_OFFSET: usize = 1024;
+/// The log device is the log file from sector 5 on (a dm-linear target in
+/// the guest), so that the image's sectors 0-2 lie in the file's first 4 KiB
+/// cache block and sector 3 in the second.
+const LOG_IMAGE_OFFSET: usize = 5 * 512;
 
 const DEFAULT_CUTS_PER_VARIANT: usize = 5;
 /// The self-flushing variant gets fewer: it adds no code path, only timing.
@@ -581,9 +587,10 @@ fn inspect_files(dir: &Path) -> (Vec<usize>, Vec<bool>) {
             leg0[span.clone()] != leg1[span]
         })
         .collect();
-    let magic = u32::from_le_bytes(log[..4].try_into().expect("4 bytes"));
+    let image = &log[LOG_IMAGE_OFFSET..];
+    let magic = u32::from_le_bytes(image[..4].try_into().expect("4 bytes"));
     let clean = (0..REGIONS)
-        .map(|r| magic == LOG_MAGIC && log[LOG_BITS_OFFSET + r / 8] >> (r % 8) & 1 == 1)
+        .map(|r| magic == LOG_MAGIC && image[LOG_BITS_OFFSET + r / 8] >> (r % 8) & 1 == 1)
         .collect();
     (differing, clean)
 }

@@ -11,7 +11,7 @@
 # block durable, a plain write is lost unless a flush completed after it. The
 # host reads the probes after the cut (a flushed block must be there, an
 # unflushed one lost; on /dev/nbd1 a FUA block must be there too). A mirror
-# of 1024 regions of 8 KiB spans the two legs whole. The host cuts the power
+# of 8192 regions of 1 KiB spans the two legs whole. The host cuts the power
 # (SIGKILL of qemu and of every nbdkit) while fio writes, so whatever the
 # cached disks did not make durable is lost; it boots the guest again on the
 # same disks.
@@ -33,15 +33,22 @@
 LEG0=/dev/vda
 LEG1=/dev/vdb
 PROBE=/dev/vdc
-LOGDEV=/dev/nbd0
+LOG_NBD=/dev/nbd0
 FUA_PROBE=/dev/nbd1
+# The log device: nbd0 from sector 5 on, so that the log's image (header in
+# sector 0, clean bits in sectors 2 and 3) straddles the 4 KiB cache blocks
+# of nbd0's server: sectors 0-2 in block 0, sector 3 (regions 4096-8191) in
+# block 1. A FUA write of one bits sector then leaves a plain write of the
+# other in the cache (tests/power_cut.rs, LOG_IMAGE_OFFSET).
+LOG_OFFSET=5
+LOGDEV=/dev/mapper/plog
 # The host forwards these guest addresses to the nbdkit of the log and of the
 # FUA probe (tests/power_cut.rs, GUEST_NBD_HOST and the disks' ports).
 NBD_HOST=10.0.2.100
 LOG_PORT=10809
 FUA_PROBE_PORT=10810
-REGION=16        # sectors: 8 KiB
-NR=1024
+REGION=2         # sectors: 1 KiB
+NR=8192
 SECTORS=$((NR * REGION))
 REGION_BYTES=$((REGION * 512))
 
@@ -51,13 +58,16 @@ attach_nbd() {
     run ip link set lo up
     run ip link set eth0 up
     run ip addr add 10.0.2.15/24 dev eth0
-    run nbd-client $NBD_HOST $LOG_PORT $LOGDEV -N "" -b 512 >/dev/null
+    run nbd-client $NBD_HOST $LOG_PORT $LOG_NBD -N "" -b 512 >/dev/null
     run nbd-client $NBD_HOST $FUA_PROBE_PORT $FUA_PROBE -N "" -b 512 >/dev/null
-    for _d in $LOGDEV $FUA_PROBE; do
+    for _d in $LOG_NBD $FUA_PROBE; do
         _q=/sys/block/${_d#/dev/}/queue
         [ "$(cat $_q/fua)" = 1 ] || fail "$_d: no FUA (queue/fua $(cat $_q/fua)): the guest would emulate it with flushes"
         [ "$(cat $_q/write_cache)" = "write back" ] || fail "$_d: write_cache '$(cat $_q/write_cache)': the guest would send no flushes"
     done
+    _s=$(cat /sys/block/${LOG_NBD#/dev/}/size)
+    run dmsetup create plog --table "0 $((_s - LOG_OFFSET)) linear $LOG_NBD $LOG_OFFSET" >/dev/null
+    [ -b $LOGDEV ] || run dmsetup mknodes plog >/dev/null
 }
 
 # mirror_log_words LOG [nosync]
@@ -101,7 +111,7 @@ clean_regions() {
 
 # divergent_regions: the regions where the legs differ (read with O_DIRECT),
 # one a line. Writes and losses are whole 4 KiB blocks of random data (fio,
-# bs=4k), so the first 8 bytes of each block tell its version; a cmp of the
+# bs=4k), so the first 8 bytes of each 1 KiB tell its version; a cmp of the
 # whole legs (LEGS_IDENTICAL=yes|no) backs the count. The lines start with
 # "x" so that awk compares them as strings, never as numbers.
 divergent_regions() {
@@ -109,9 +119,9 @@ divergent_regions() {
     run dd if=$LEG1 of=/tmp/leg1 bs=64k iflag=direct >/dev/null
     if cmp -s /tmp/leg0 /tmp/leg1; then LEGS_IDENTICAL=yes; else LEGS_IDENTICAL=no; fi
     for _l in 0 1; do
-        hexdump -v -e '"x" 2/4 "%08x" 1/4088 "" "\n"' /tmp/leg$_l >/tmp/leg$_l.blocks
+        hexdump -v -e '"x" 2/4 "%08x" 1/1016 "" "\n"' /tmp/leg$_l >/tmp/leg$_l.blocks
     done
-    awk -v per=$((REGION_BYTES / 4096)) '
+    awk -v per=$((REGION_BYTES / 1024)) '
         NR == FNR { b[FNR] = $0; next }
         b[FNR] != $0 { r = int((FNR - 1) / per); if (!(r in seen)) { seen[r] = 1; print r } }' \
         /tmp/leg0.blocks /tmp/leg1.blocks
@@ -139,7 +149,7 @@ load() {
             fail "$_d: write_cache '$_wc': the guest would send no flushes (qemu needs cache=writeback)"
     done
     run dd if=$LEG0 of=$LEG1 bs=1M iflag=direct oflag=direct >/dev/null
-    zero_dev $LOGDEV
+    zero_dev $LOG_NBD
     assemble "$1" nosync
     wait_in_sync m0 10
     # Probe block 0 flushed, block 1 not: the cut must keep the one and lose
