@@ -23,8 +23,8 @@
 //!
 //! A power cut is SIGKILL of qemu and of every nbdkit at once, 1 to 4 s into
 //! a load of random 4 KiB direct writes (fio, 4 jobs) on a mirror of 8192
-//! regions of 1 KiB (8 MiB legs); whatever the caches held is lost. The next boot
-//! assembles the mirror on the log device as the cut left it (no
+//! regions of 1 KiB (8 MiB legs); whatever the caches held is lost. The
+//! next boot assembles the mirror on the log device as the cut left it (no
 //! sync/nosync: the disk log decides what resyncs), waits for sync and
 //! compares the legs region by region (tests/scenarios/power_cut_mirror.sh).
 //! One boot verifies cut k and then loads for cut k+1, so N cuts take N+1
@@ -43,7 +43,11 @@
 //! that sector 3 lies in another 4 KiB cache block than sectors 0-2. A FUA
 //! write of one bits block then makes nothing of the other durable, as on a
 //! real disk (issue 24 section 1); with the image in one cache block, a FUA
-//! write of any part of it would have carried the rest along.
+//! write of any part of it would have carried the rest along. Checked with
+//! a daemon changed so that a FUA write of a plan's last batch stood in for
+//! its cache flush after plain batches: it left divergent regions recorded
+//! clean in 6 of 6 dm-ulogd cuts here, in none of 6 with the log device on
+//! virtio-blk and 1024 regions as before.
 //!
 //! The model is checked at each cut by two probes the host zeroes before
 //! each boot: on vdc (virtio, volatile) the guest writes block 0 and flushes,
@@ -276,8 +280,10 @@ const DISKS: [Disk; 5] = [
     },
 ];
 const PROBE_BLOCK: usize = 4096;
-/// The cache filter's block: a FUA write makes only its own blocks durable,
-/// so they must be no larger than the probe's (the default is 64 KiB).
+/// The cache filter's block (the default is 64 KiB): a FUA write makes its
+/// whole cache blocks durable and no other, so they must be no larger than
+/// the probe's blocks, and LOG_IMAGE_OFFSET puts a cache block boundary
+/// between the log's two bits blocks.
 const CACHE_BLOCK_BYTES: usize = 4096;
 
 fn file_of(dir: &Path, disk: &Disk) -> PathBuf {
@@ -971,7 +977,7 @@ fn power_cut_with_volatile_write_caches() {
             .unwrap_or(0);
         let _ = writeln!(
             report,
-            "{}: {failed} of {} cuts left divergent legs (up to {worst} regions)",
+            "{}: {failed} of {} cuts failed (up to {worst} divergent regions)",
             variant.name(),
             of.len()
         );
