@@ -5,10 +5,11 @@
 # Disks (the host serves each through nbdkit): /dev/vda leg 0 behind a
 # volatile write-back cache, /dev/vdb leg 1 written through, /dev/vdc a probe
 # behind a volatile cache (qemu's virtio-blk: no FUA, flushes only). The log
-# device /dev/nbd0 and a second probe /dev/nbd1 are attached by this kernel's
-# own NBD client (nbd.ko, nbd-client) over qemu's user network, so that the
-# guest sends FUA writes as such: a FUA write makes only its own 4 KiB cache
-# block durable, a plain write is lost unless a flush completed after it. The
+# device (dm-linear over /dev/nbd0, see LOG_OFFSET) and a second probe
+# /dev/nbd1 are attached by this kernel's own NBD client (nbd.ko,
+# nbd-client) over qemu's user network, so that the guest sends FUA writes
+# as such: a FUA write makes only its own 4 KiB cache block durable, a plain
+# write is lost unless a flush completed after it. The
 # host reads the probes after the cut (a flushed block must be there, an
 # unflushed one lost; on /dev/nbd1 a FUA block must be there too). A mirror
 # of 8192 regions of 1 KiB spans the two legs whole. The host cuts the power
