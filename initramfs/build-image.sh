@@ -15,6 +15,9 @@
 #                      Debian's .debs of that architecture (foreign-userland.sh).
 #   DMULOGD_SCENARIOS  directory of scenario scripts (default: tests/scenarios)
 #   DMULOGD_NO_FIO=1   leave fio out (its libraries are ~80 MB)
+#   DMULOGD_NBD_CLIENT=1  add the guest's own NBD client: nbd-client with its
+#                      libraries and the nbd and virtio_net modules (x86_64
+#                      only; tests/power_cut.rs attaches its log device so)
 # The kernel comes from fetch-kernel.sh (initramfs/cache/).
 set -eu
 
@@ -120,6 +123,11 @@ case $arch in
         if [ "${DMULOGD_NO_FIO:-0}" != 1 ]; then
             copy_with_libs "$(command -v fio)"
         fi
+        if [ "${DMULOGD_NBD_CLIENT:-0}" = 1 ]; then
+            nbdc=$(command -v nbd-client || PATH=$PATH:/usr/sbin:/sbin command -v nbd-client) ||
+                { echo "build-image.sh: nbd-client not found (apt-get install nbd-client)" >&2; exit 1; }
+            copy_with_libs "$nbdc"
+        fi
         ;;
     *) [ "${DMULOGD_NO_FIO:-0}" != 1 ] || rm -f "$stage/usr/bin/fio" ;;
 esac
@@ -138,6 +146,9 @@ case $arch in
 esac
 MODULES="$DISK_MODULES loop cn dm-mod dm-log dm-region-hash dm-mirror dm-log-userspace
 dm-flakey dm-delay"
+if [ "${DMULOGD_NBD_CLIENT:-0}" = 1 ]; then
+    MODULES="$MODULES virtio_net nbd"
+fi
 : >"$stage/lib/modules/load-order"
 # module_file NAME: the module's file in the kernel tree, or nothing.
 module_file() {
