@@ -577,16 +577,15 @@ impl DirtyLog {
     }
 
     /// Takes back the conditions and the load stamp a state file kept. A
-    /// disk log that never loaded its device (a new table whose RESUME
-    /// the previous daemon never saw, or a state file of a dm-ulogd that
-    /// kept no load stamps) has bits that are not the device's: it reads
-    /// the device at its load like a new log, rather than writing those
-    /// bits over it.
+    /// disk log whose bits never became the device's (a new table whose
+    /// RESUME the previous daemon never saw or never finished reading, or a
+    /// state file of a dm-ulogd that kept no such flag) reads the device at
+    /// its load like a new log, rather than writing those bits over it.
     pub fn restore_flags(&mut self, saved: u32, load_stamp: u64) {
         if let Some(d) = &mut self.disk {
             d.restore_flags(saved);
             d.restore_load_stamp(load_stamp);
-            if load_stamp == 0 {
+            if saved & disk::flags::LOADED == 0 {
                 d.take_restored();
             }
         }

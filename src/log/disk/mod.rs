@@ -112,6 +112,8 @@ pub struct DiskStore {
     /// device, the one that loaded later is the newer table's, also across
     /// a restart of the daemon (see `Server::take_over_device`).
     load_stamp: u64,
+    /// The bits became the device's once (`flags::LOADED`).
+    loaded_once: bool,
     /// Failed writes and flushes since the last success.
     failures: u64,
     io: IoCounts,
@@ -148,6 +150,7 @@ impl DiskStore {
             unflushed_writes: false,
             superseded: false,
             load_stamp: 0,
+            loaded_once: false,
             failures: 0,
             io: IoCounts::default(),
             plan: Plan::idle(),
@@ -181,6 +184,7 @@ impl DiskStore {
             (self.cache_flush_failed, flags::CACHE_FLUSH_FAILED),
             (self.flush_failed, flags::LEGS_FLUSH_FAILED),
             (self.superseded, flags::SUPERSEDED),
+            (self.loaded_once, flags::LOADED),
         ]
         .iter()
         .filter(|(set, _)| *set)
@@ -193,6 +197,7 @@ impl DiskStore {
         self.cache_flush_failed |= saved & flags::CACHE_FLUSH_FAILED != 0;
         self.flush_failed |= saved & flags::LEGS_FLUSH_FAILED != 0;
         self.superseded |= saved & flags::SUPERSEDED != 0;
+        self.loaded_once |= saved & flags::LOADED != 0;
     }
 
     pub fn load_stamp(&self) -> u64 {
@@ -383,6 +388,7 @@ impl DiskStore {
     /// the legs are flushed first.
     pub fn begin_rewrite(&mut self) {
         self.stamp_load();
+        self.loaded_once = true;
         self.untracked_clears = true;
         self.begin_write_image();
     }
@@ -690,6 +696,7 @@ impl DiskStore {
     /// clean that the device did not (no leg flush needed, as in dm-log.c).
     /// Returns how many regions the device knew.
     pub fn finish_load(&mut self, clean: &mut Bitmap) -> u64 {
+        self.loaded_once = true;
         let known = self.plan.known.unwrap_or(0);
         let sync = self.plan.sync_mode;
         self.plan = Plan::idle();
@@ -820,4 +827,9 @@ pub mod flags {
     pub const LEGS_FLUSH_FAILED: u32 = 4;
     /// A newer log loaded the device: this log writes nothing to it.
     pub const SUPERSEDED: u32 = 8;
+    /// The log's bits became the device's once (a load read it, or
+    /// restored bits were written over it): restored from a state file,
+    /// they are newer than the device. Without it they are a new log's,
+    /// and a restarted daemon reads the device instead.
+    pub const LOADED: u32 = 16;
 }
