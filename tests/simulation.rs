@@ -23,8 +23,9 @@
 //! - faults: power cut (durable images only survive, the state directory,
 //!   a tmpfs, is emptied, the kernel loads the tables afresh), daemon kill
 //!   and restart (the `Server` dropped without cleanup, a new one over the
-//!   same state directory; AIO in flight completes), loss of the state
-//!   files at a restart, log device and leg flush errors.
+//!   same state directory; AIO in flight completes), log device and leg
+//!   flush errors. (Not modelled: a state directory lost or full between
+//!   a MARK and its FLUSH, where no log can keep the mark.)
 //!
 //! Invariants, after every step:
 //! - `flush-not-durable`: a FLUSH answered successfully while a region its
@@ -35,7 +36,8 @@
 //!   while the legs' data could differ after that cut (a leg write in
 //!   flight or not yet flushed, or durable data that differs);
 //! - `stale-log-write`: a log writes its device after a newer log of the
-//!   same mirror was resumed on it;
+//!   same mirror began its load there (its first step), or the newer log
+//!   begins while an older log's write is in flight;
 //! - `reply-order`: requests parked behind device work answered out of
 //!   order for one log;
 //! - `in-sync-but-divergent`: IN_SYNC says 1, or GET_SYNC_COUNT says every
@@ -55,11 +57,16 @@
 //!   run, e.g. overnight: DMULOGD_SIM_STEPS=1000000000; DMULOGD_SIM_FIRST_SEED
 //!   moves the range). A failure prints the seed, the invariant and the
 //!   run's last steps.
-//! - DMULOGD_SIM_SEED=S replays one seed and prints every step.
+//! - DMULOGD_SIM_SEED=S replays one seed and prints every step
+//!   (DMULOGD_SIM_SEED_STEPS=N: only its first N steps).
 //! - DMULOGD_SIM_IGNORE=a,b (invariant names) notes those invariants in the
 //!   trace without failing, to look past a known hole (never in CI).
-//! - `known_holes_stay_closed` replays the seeds that found the holes of
-//!   issue 24 and asserts the invariants hold.
+//! - `holes_of_issues_24_26_27_stay_closed` replays runs that broke an
+//!   invariant at 2fa7c2d (holes 24.1, 24.2, 26.1, 27.1) up to the step
+//!   where they broke; `holes_found_by_the_simulation_stay_closed` the runs
+//!   that still broke one after those fixes (f83cc8e). A replay changes
+//!   with the model: after changing it, find the seeds again (the CI run
+//!   prints the first seed per invariant).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -439,6 +446,9 @@ struct Mirror {
     active: Option<usize>,
     /// The newest table whose RESUME was sent.
     loaded: Option<usize>,
+    /// The newest table whose log has done device work: it owns the log
+    /// device from its first step on (its load).
+    owner: Option<usize>,
     control: usize,
     side: usize,
     script: VecDeque<Ctl>,
@@ -558,9 +568,6 @@ struct Sim {
     next_bio: u64,
     /// The last parked reply's seq, per luid (unique across mirrors).
     last_parked: HashMap<u64, u32>,
-    /// The state files were lost at a restart: the kernel's in-sync hint
-    /// may be stale through no fault of the log (see `all-in-sync-too-early`).
-    state_lost: bool,
     trace: Rc<RefCell<Vec<String>>>,
     keep_trace: usize,
     failure: Option<Failure>,
@@ -652,7 +659,6 @@ impl Sim {
             bio_legs: HashMap::new(),
             next_bio: 0,
             last_parked: HashMap::new(),
-            state_lost: false,
             trace,
             keep_trace,
             failure: None,
@@ -757,6 +763,7 @@ impl Sim {
             tables: Vec::new(),
             active: None,
             loaded: None,
+            owner: None,
             control,
             side,
             script: VecDeque::new(),
@@ -1019,10 +1026,11 @@ impl Sim {
             }
             Act::InSyncWrite(r) => {
                 let Some(t) = t else { return };
+                // userspace_in_sync: an error reads as "not in sync".
                 let in_sync = error == 0 && read_u64s(data).first() == Some(&1);
                 if in_sync {
                     self.check_in_sync(m, r, "IN_SYNC");
-                } else {
+                } else if error == 0 {
                     self.check_hint(m, t, r);
                 }
                 self.admit_after_in_sync(m, t, r, in_sync);
@@ -1049,7 +1057,10 @@ impl Sim {
                     for r in regions {
                         self.check_in_sync(m, r, "GET_SYNC_COUNT");
                     }
-                } else {
+                } else if !self.resume_outstanding(req.luid) {
+                    // (A count held below region_count while a RESUME
+                    // loads is the daemon being careful, not a region out
+                    // of sync.)
                     self.check_hint(m, t, count);
                 }
             }
@@ -1153,9 +1164,18 @@ impl Sim {
         }
     }
 
+    /// True while a RESUME of log `luid` waits for its answer.
+    fn resume_outstanding(&self, luid: u64) -> bool {
+        self.callers.iter().any(|c| {
+            c.out
+                .as_ref()
+                .is_some_and(|(_, r, _)| r.kind == RESUME && r.luid == luid)
+        })
+    }
+
     /// A log reported out of sync after its GET_SYNC_COUNT said all.
     fn check_hint(&mut self, m: usize, t: usize, what: u64) {
-        if self.mirrors[m].tables[t].hint_full && !self.state_lost {
+        if self.mirrors[m].tables[t].hint_full {
             self.fail(
                 "all-in-sync-too-early",
                 format!(
@@ -1274,18 +1294,7 @@ impl Sim {
             };
             let spans: Vec<(u64, usize)> = batch.iter().map(|s| (s.offset, s.len)).collect();
             self.note(format!("m{m} luid {luid:#x} submits {step:?} {spans:?}"));
-            let mirror = &self.mirrors[m];
-            if let Step::Write { .. } = step
-                && let (Some(t), Some(l)) = (t, mirror.loaded)
-                && t < l
-            {
-                let detail = format!(
-                    "mirror {m}: log luid {luid:#x} writes its device after the newer log \
-                     luid {:#x} was resumed on it",
-                    mirror.tables[l].luid
-                );
-                self.fail("stale-log-write", detail);
-            }
+            self.check_owner(m, t, luid, step);
             self.seen.insert(
                 slot,
                 Seen {
@@ -1300,6 +1309,39 @@ impl Sim {
                     stalled_until,
                 },
             );
+        }
+    }
+
+    /// A log takes its device over with its first step: no older log's
+    /// write may be in flight then, or come after.
+    fn check_owner(&mut self, m: usize, t: Option<usize>, luid: u64, step: Step) {
+        let Some(t) = t else { return };
+        let owner = self.mirrors[m].owner;
+        if owner.is_none_or(|o| o < t) {
+            self.mirrors[m].owner = Some(t);
+            let older = self.seen.values().find(|s| {
+                s.mirror == m
+                    && s.table.is_some_and(|o| o < t)
+                    && matches!(s.step, Step::Write { .. })
+            });
+            if let Some(o) = older.and_then(|s| s.table) {
+                let detail = format!(
+                    "mirror {m}: log luid {luid:#x} starts {step:?} on its device while a write \
+                     of the older log luid {:#x} is in flight",
+                    self.mirrors[m].tables[o].luid
+                );
+                self.fail("stale-log-write", detail);
+            }
+        } else if let Some(o) = owner
+            && o > t
+            && matches!(step, Step::Write { .. })
+        {
+            let detail = format!(
+                "mirror {m}: log luid {luid:#x} writes its device after the newer log luid \
+                 {:#x} loaded it",
+                self.mirrors[m].tables[o].luid
+            );
+            self.fail("stale-log-write", detail);
         }
     }
 
@@ -1716,6 +1758,14 @@ impl Sim {
                 self.callers[c].queue.push_back(r);
             }
             Ctl::Resume(t) => {
+                // A reload's dm_swap_table waits (dm_sync_table) for the
+                // status ioctls still reading the old table.
+                let side = self.mirrors[m].side;
+                let old = |r: &KReq| self.table_of(m, r.luid) != Some(t);
+                let side = &self.callers[side];
+                if side.out.as_ref().is_some_and(|(_, r, _)| old(r)) || side.queue.iter().any(old) {
+                    return;
+                }
                 // userspace_resume: the in-sync hint restarts at 0.
                 let mirror = &mut self.mirrors[m];
                 mirror.tables[t].hint_full = false;
@@ -1769,10 +1819,18 @@ impl Sim {
                 self.callers[c].queue.push_back(r);
             }
             Ctl::Dtr(t) => {
+                // The table goes once kmirrord is flushed and no ioctl
+                // holds it.
+                let luid = self.mirrors[m].tables[t].luid;
+                let holds = |c: &Caller| {
+                    c.out.as_ref().is_some_and(|(_, r, _)| r.luid == luid)
+                        || c.queue.iter().any(|r| r.luid == luid)
+                };
                 let kc = self.mirrors[m].tables[t].caller;
                 let k = &self.callers[kc];
-                if k.out.is_none() && k.queue.is_empty() {
-                    let r = req(DTR, luid(self, t), Act::Dtr(t));
+                let side = &self.callers[self.mirrors[m].side];
+                if k.out.is_none() && k.queue.is_empty() && !holds(side) {
+                    let r = req(DTR, luid, Act::Dtr(t));
                     self.callers[c].queue.push_back(r);
                 }
             }
@@ -1890,7 +1948,6 @@ impl Sim {
         self.start_daemon();
         self.bio_legs.clear();
         self.last_parked.clear();
-        self.state_lost = false;
         for c in &mut self.callers {
             c.queue.clear();
             c.out = None;
@@ -1901,6 +1958,7 @@ impl Sim {
             mirror.busy.fill(false);
             mirror.active = None;
             mirror.loaded = None;
+            mirror.owner = None;
             mirror.script.clear();
             mirror.reuse_luid = None;
             for t in &mut mirror.tables {
@@ -1915,15 +1973,7 @@ impl Sim {
     }
 
     fn kill_daemon(&mut self) {
-        let lose_state = self.rng.chance(100);
-        self.note(format!(
-            "DAEMON KILLED and restarted{}",
-            if lose_state {
-                ", its state files lost"
-            } else {
-                ""
-            }
-        ));
+        self.note("DAEMON KILLED and restarted".into());
         // The kernel finishes the AIO in flight of a dying process.
         let slots: Vec<usize> = self.seen.keys().copied().collect();
         for slot in slots {
@@ -1947,11 +1997,6 @@ impl Sim {
             }
         }
         self.server = None;
-        if lose_state {
-            let _ = fs::remove_dir_all(self.dir.join("state"));
-            fs::create_dir_all(self.dir.join("state")).unwrap();
-            self.state_lost = true;
-        }
         self.start_daemon();
     }
 
@@ -2164,11 +2209,18 @@ impl Sim {
 // ---------------------------------------------------------------- runs
 
 /// Runs one seed; the failure found, if any.
-fn run_seed(seed: u64, keep_trace: usize) -> (Option<Failure>, u64, Rc<RefCell<Vec<String>>>) {
+/// Runs one seed for at most `cap` steps; the failure found, if any, the
+/// steps run and the trace.
+fn run_seed(
+    seed: u64,
+    keep_trace: usize,
+    cap: u64,
+) -> (Option<Failure>, u64, Rc<RefCell<Vec<String>>>) {
     let trace = Rc::new(RefCell::new(Vec::new()));
     let mut steps = 0;
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         let mut sim = Sim::new(seed, keep_trace, trace.clone());
+        sim.cfg.steps = sim.cfg.steps.min(cap);
         sim.run();
         steps = sim.step;
         let _ = fs::remove_dir_all(&sim.dir);
@@ -2213,7 +2265,8 @@ fn env_u64(name: &str) -> Option<u64> {
 #[test]
 fn simulation() {
     if let Some(seed) = env_u64("DMULOGD_SIM_SEED") {
-        let (failure, steps, trace) = run_seed(seed, usize::MAX);
+        let cap = env_u64("DMULOGD_SIM_SEED_STEPS").unwrap_or(u64::MAX);
+        let (failure, steps, trace) = run_seed(seed, usize::MAX, cap);
         let trace = trace.borrow();
         match failure {
             Some(f) => panic!("{}", report(&f, &trace)),
@@ -2232,7 +2285,7 @@ fn simulation() {
     let mut found: Vec<(Failure, Vec<String>)> = Vec::new();
     let mut by_invariant: HashMap<&'static str, (u64, u64)> = HashMap::new();
     while total < budget {
-        let (failure, steps, trace) = run_seed(seed, TRACE_TAIL);
+        let (failure, steps, trace) = run_seed(seed, TRACE_TAIL, u64::MAX);
         total += steps;
         if let Some(f) = failure {
             let e = by_invariant.entry(f.invariant).or_insert((0, f.seed));
@@ -2261,4 +2314,102 @@ fn simulation() {
             reports.join("\n\n")
         );
     }
+}
+
+/// Replays `(seed, steps, what)` runs and fails with every one that breaks
+/// an invariant.
+fn replay(runs: &[(u64, u64, &str)]) {
+    let mut broken = Vec::new();
+    for &(seed, steps, what) in runs {
+        let (failure, _, trace) = run_seed(seed, TRACE_TAIL, steps);
+        if let Some(f) = failure {
+            broken.push(format!("{what}:\n{}", report(&f, &trace.borrow())));
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n\n"));
+}
+
+/// Runs that broke an invariant at 2fa7c2d, replayed up to the step where
+/// they broke.
+#[test]
+fn holes_of_issues_24_26_27_stay_closed() {
+    replay(&[
+        (
+            413,
+            395,
+            "24.1(a): an idle write-back writes a MARK's block as a plain write while \
+             marks arrive; the FLUSH then answers with one FUA write of another block",
+        ),
+        (
+            32,
+            538,
+            "24.1: a FLUSH answered by a FUA write, marks in the cache",
+        ),
+        (
+            369,
+            1194,
+            "24.1: a FLUSH answered by a FUA write, marks in the cache",
+        ),
+        (
+            3,
+            299,
+            "24.2: the old table's late CLEARs and DTR write its bits over the new log",
+        ),
+        (
+            7,
+            476,
+            "24.2: the old table's deferred clears after the new RESUME",
+        ),
+        (
+            16,
+            553,
+            "24.2: the old table's deferred clears after the new RESUME",
+        ),
+        (
+            22,
+            457,
+            "26.1: GET_SYNC_COUNT says every region during a RESUME's read that takes \
+             one out of sync",
+        ),
+        (298, 1476, "26.1: GET_SYNC_COUNT during a RESUME's read"),
+        (
+            55,
+            207,
+            "27.1: a POSTSUSPEND of a log not reconnected after a restart writes its \
+             saved bits outside the engine",
+        ),
+        (
+            337,
+            224,
+            "27.1: the saved-bits write-back outside the engine",
+        ),
+    ]);
+}
+
+/// Runs that still broke an invariant after the fixes of f83cc8e.
+#[test]
+fn holes_found_by_the_simulation_stay_closed() {
+    replay(&[
+        (
+            562,
+            3203,
+            "IN_SYNC answered 0 by a log reconnected (restored, not yet loaded) after a \
+             restart during a reload: the kernel writes the default leg only, unmarked, \
+             in a region the device records clean",
+        ),
+        (
+            92,
+            2616,
+            "a restart during a reload: the old log, reconnected by its late CLEAR, is \
+             not superseded when the new log reconnects and loads, and its write-back \
+             writes over the new log's device",
+        ),
+        (
+            70,
+            1872,
+            "a reconnect RESUME answered -EIO (its image write failed) fails the \
+             kernel's waiting IN_SYNC, read as 'not in sync': a NOSYNC write to one leg \
+             in a region the log keeps in sync",
+        ),
+    ]);
 }
