@@ -24,8 +24,14 @@
 //!   a tmpfs, is emptied, the kernel loads the tables afresh), daemon kill
 //!   and restart (the `Server` dropped without cleanup, a new one over the
 //!   same state directory; AIO in flight completes), log device and leg
-//!   flush errors. (Not modelled: a state directory lost or full between
-//!   a MARK and its FLUSH, where no log can keep the mark.)
+//!   flush errors; a `nosync` table's resume excuses the divergence it
+//!   declares in sync (dm-log.c's disk_resume does the same).
+//!
+//! Not modelled: a state directory lost or full (no log can keep a mark
+//! answered from memory then), logs over 12,000 regions (a plan of more
+//! than one batch of 16 spans, 24.1(b), or a device read over the 64 KiB
+//! staging buffer, 24.3, needs far larger ones), several mirrors per log,
+//! reads of the legs, and kernels that fail a leg.
 //!
 //! Invariants, after every step:
 //! - `flush-not-durable`: a FLUSH answered successfully while a region its
