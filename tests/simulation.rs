@@ -64,7 +64,8 @@
 //!   moves the range). A failure prints the seed, the invariant and the
 //!   run's last steps.
 //! - DMULOGD_SIM_SEED=S replays one seed and prints every step
-//!   (DMULOGD_SIM_SEED_STEPS=N: only its first N steps).
+//!   (DMULOGD_SIM_SEED_STEPS=N: only its first N steps): `DMULOGD_SIM_SEED=S
+//!   cargo test --release --test simulation -- --exact simulation --nocapture`.
 //! - DMULOGD_SIM_IGNORE=a,b (invariant names) notes those invariants in the
 //!   trace without failing, to look past a known hole (never in CI).
 //! - `holes_of_issues_24_26_27_stay_closed` replays runs that broke an
@@ -2257,7 +2258,7 @@ fn run_seed(
 fn report(f: &Failure, trace: &[String]) -> String {
     format!(
         "seed {} broke invariant `{}` at step {}: {}\nreplay: DMULOGD_SIM_SEED={} cargo test \
-         --release --test simulation -- --nocapture\nlast steps:\n{}",
+         --release --test simulation -- --exact simulation --nocapture\nlast steps:\n{}",
         f.seed,
         f.invariant,
         f.step,
