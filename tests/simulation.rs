@@ -996,11 +996,22 @@ impl Sim {
             return;
         }
         if matches!(req.kind, MARK_REGION | FLUSH)
-            && error != -ESRCH
+            && error == 0
             && let Some(t) = t
         {
             let table = &mut self.mirrors[m].tables[t];
             table.marked.extend(read_u64s(&req.data));
+        }
+        if matches!(req.kind, MARK_REGION | CLEAR_REGION)
+            && error != 0
+            && req.cycle != 0
+            && let Some(t) = t
+        {
+            // userspace_flush stops at the first failure: the cycle's
+            // writes fail.
+            let cycle = req.cycle;
+            self.callers[c].queue.retain(|r| r.cycle != cycle);
+            self.release_flushed(m, t, false);
         }
         match req.act {
             Act::None => {}
