@@ -1851,6 +1851,8 @@ impl Sim {
                 let k = &self.callers[kc];
                 let side = &self.callers[self.mirrors[m].side];
                 if k.out.is_none() && k.queue.is_empty() && !holds(side) {
+                    // kmirrord's workqueue is gone: nothing more from it.
+                    self.mirrors[m].tables[t].phase = Phase::Destroyed;
                     let r = req(DTR, luid, Act::Dtr(t));
                     self.callers[c].queue.push_back(r);
                 }
