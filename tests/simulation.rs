@@ -71,7 +71,9 @@
 //! - `holes_of_issues_24_26_27_stay_closed` replays runs that broke an
 //!   invariant at 2fa7c2d (holes 24.1, 24.2, 26.1, 27.1) up to the step
 //!   where they broke; `holes_found_by_the_simulation_stay_closed` the runs
-//!   that still broke one after those fixes (f83cc8e). A replay changes
+//!   that still broke one after those fixes (f83cc8e);
+//!   `holes_open_at_edecffb_stay_closed` those still open at edecffb. A
+//!   replay changes
 //!   with the model: after changing it, find the seeds again (the CI run
 //!   prints the first seed per invariant).
 
@@ -2433,6 +2435,33 @@ fn holes_found_by_the_simulation_stay_closed() {
             "a reconnect RESUME answered -EIO (its image write failed) fails the \
              kernel's waiting IN_SYNC, read as 'not in sync': a NOSYNC write to one leg \
              in a region the log keeps in sync",
+        ),
+    ]);
+}
+
+/// Runs that still broke an invariant at edecffb (main with the fixes of
+/// ed9d42d and 5f70abd).
+#[test]
+fn holes_open_at_edecffb_stay_closed() {
+    replay(&[
+        (
+            1121,
+            3482,
+            "IN_SYNC answered 0 from a reconnected log's restored bits while its load \
+             (the image rewrite) is in flight: the kernel writes one leg only, unmarked, \
+             in a region the durable image still records clean",
+        ),
+        (
+            1307,
+            2145,
+            "IN_SYNC answered during a restored log's image rewrite",
+        ),
+        (
+            7572,
+            1454,
+            "two restarts during a reload: the old table's kmirrord reconnects its log \
+             after the newer log loaded the device (in the previous daemon); the old \
+             log's saved image is rewritten over the newer log's device",
         ),
     ]);
 }
