@@ -37,14 +37,18 @@ FILES := \
 	$(SBINDIR)/dm-ulogd:$(BIN):755 \
 	$(MANDIR)/man8/dm-ulogd.8:$(SRC)/man/dm-ulogd.8:644 \
 	$(SYSTEMDUNITDIR)/dm-ulogd.service:$(SRC)/systemd/dm-ulogd.service:644 \
+	$(SYSTEMDUNITDIR)/dm-ulogd-assemble.service:$(SRC)/systemd/dm-ulogd-assemble.service:644 \
 	$(INITRAMFSTOOLSDIR)/hooks/dm-ulogd:$(SRC)/initramfs-tools/hooks/dm-ulogd:755 \
 	$(INITRAMFSTOOLSDIR)/scripts/init-top/dm-ulogd:$(SRC)/initramfs-tools/scripts/init-top/dm-ulogd:755 \
+	$(INITRAMFSTOOLSDIR)/scripts/local-top/dm-ulogd:$(SRC)/initramfs-tools/scripts/local-top/dm-ulogd:755 \
 	$(DRACUTMODULESDIR)/90dm-ulogd/module-setup.sh:$(SRC)/dracut/90dm-ulogd/module-setup.sh:755 \
-	$(DRACUTMODULESDIR)/90dm-ulogd/dm-ulogd-initrd.service:$(SRC)/dracut/90dm-ulogd/dm-ulogd-initrd.service:644
+	$(DRACUTMODULESDIR)/90dm-ulogd/dm-ulogd-initrd.service:$(SRC)/dracut/90dm-ulogd/dm-ulogd-initrd.service:644 \
+	$(DRACUTMODULESDIR)/90dm-ulogd/dm-ulogd-assemble.service:$(SRC)/systemd/dm-ulogd-assemble.service:644
 
 # Where the host-side files name the daemon's installed path (the initrd
 # unit names the path inside the image, which never changes).
 REWRITE := sed -e 's|^ExecStart=/usr/sbin/dm-ulogd$$|ExecStart=$(SBINDIR)/dm-ulogd|' \
+	-e 's|^ExecStart=/usr/sbin/dm-ulogd assemble |ExecStart=$(SBINDIR)/dm-ulogd assemble |' \
 	-e 's|$${DM_ULOGD:-/usr/sbin/dm-ulogd}|$${DM_ULOGD:-$(SBINDIR)/dm-ulogd}|g' \
 	-e 's|^\.I /usr/sbin/dm-ulogd$$|.I $(SBINDIR)/dm-ulogd|'
 

@@ -60,7 +60,7 @@ case $arch in
     # lost, and with virtio's event index no later completion raises one:
     # the disk's requests never complete. With one vCPU kill_core hung so
     # in 2 of 13 runs in one loop (1 in 13 boots of the core set before,
-    # once in CI), with two in 0 of 23 (README, "Architectures").
+    # once in CI), with two in 0 of 23 (docs/architectures.md).
     s390x) qemu_arch=s390x machine="-M s390-ccw-virtio -accel tcg -cpu max" console=ttysclp0 disk_dev=virtio-blk-ccw default_smp=2 ;;
     *) echo "boot.sh: unknown DMULOGD_ARCH $arch (x86_64, i686, aarch64, s390x)" >&2; exit 2 ;;
 esac

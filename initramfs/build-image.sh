@@ -15,6 +15,9 @@
 #                      Debian's .debs of that architecture (foreign-userland.sh).
 #   DMULOGD_SCENARIOS  directory of scenario scripts (default: tests/scenarios)
 #   DMULOGD_NO_FIO=1   leave fio out (its libraries are ~80 MB)
+#   DMULOGD_NBD_CLIENT=1  add the guest's own NBD client: nbd-client with its
+#                      libraries and the nbd and virtio_net modules (x86_64
+#                      only; tests/power_cut.rs attaches its log device so)
 # The kernel comes from fetch-kernel.sh (initramfs/cache/).
 set -eu
 
@@ -41,8 +44,11 @@ export DMULOGD_ARCH=$arch
 vmlinuz=$("$here/fetch-kernel.sh")
 ktree=$(dirname "$(dirname "$vmlinuz")")
 kver=${vmlinuz##*/vmlinuz-}
+# Debian 12 and earlier ship the modules under /lib/modules, Debian 13
+# (merged /usr) under /usr/lib/modules.
 moddir=$ktree/lib/modules/$kver
-[ -d "$moddir" ] || { echo "build-image.sh: no $moddir" >&2; exit 1; }
+[ -d "$moddir" ] || moddir=$ktree/usr/lib/modules/$kver
+[ -d "$moddir" ] || { echo "build-image.sh: no lib/modules/$kver or usr/lib/modules/$kver in $ktree" >&2; exit 1; }
 
 if [ "$bin" != none ]; then
     if [ ! -f "$bin" ]; then
@@ -117,6 +123,11 @@ case $arch in
         if [ "${DMULOGD_NO_FIO:-0}" != 1 ]; then
             copy_with_libs "$(command -v fio)"
         fi
+        if [ "${DMULOGD_NBD_CLIENT:-0}" = 1 ]; then
+            nbdc=$(command -v nbd-client || PATH=$PATH:/usr/sbin:/sbin command -v nbd-client) ||
+                { echo "build-image.sh: nbd-client not found (apt-get install nbd-client)" >&2; exit 1; }
+            copy_with_libs "$nbdc"
+        fi
         ;;
     *) [ "${DMULOGD_NO_FIO:-0}" != 1 ] || rm -f "$stage/usr/bin/fio" ;;
 esac
@@ -126,14 +137,18 @@ esac
 # --- kernel modules, decompressed, plus their load order. The disks: virtio
 # over PCI on x86_64 and aarch64 (-M virt), over channel I/O on s390x, whose
 # virtio core and virtio_ccw are built in. A module's dependencies (modinfo)
-# go before it: arm64's dm-mod needs dax.
+# go before it: arm64's dm-mod needs dax; 6.1's virtio_pci needs virtio,
+# virtio_ring and virtio_pci_{modern,legacy}_dev (5.10 has neither of the
+# last two, 6.12 has all of them built in).
 case $arch in
     s390x) DISK_MODULES="virtio_blk" ;;
-    *) DISK_MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
-virtio_blk" ;;
+    *) DISK_MODULES="virtio_pci virtio_blk" ;;
 esac
 MODULES="$DISK_MODULES loop cn dm-mod dm-log dm-region-hash dm-mirror dm-log-userspace
 dm-flakey dm-delay"
+if [ "${DMULOGD_NBD_CLIENT:-0}" = 1 ]; then
+    MODULES="$MODULES virtio_net nbd"
+fi
 : >"$stage/lib/modules/load-order"
 # module_file NAME: the module's file in the kernel tree, or nothing.
 module_file() {

@@ -3,9 +3,11 @@
 #
 # Sets the host up (setup-host.sh, needs root on Debian 12), builds the release
 # binary, fetches Debian's cloud kernel, builds the test initramfs and boots it
-# in qemu on the `demo` scenario (tests/scenarios/demo.sh): dm-ulogd starts, a
-# 256 MiB mirror with a userspace core log resyncs while it takes writes, the
-# progress is shown until 100 %, then `dmsetup status` and `dmsetup table`.
+# in qemu on the `demo` scenario (tests/scenarios/demo.sh): dm-ulogd starts,
+# `dm-ulogd create` makes a 256 MiB mirror with a disk log (and saves its
+# line in the configuration file), the mirror resyncs while it takes writes,
+# `dm-ulogd status --wait` shows the progress until it is in sync, then
+# `dm-ulogd status` and `dm-ulogd remove`.
 # Exit status 0 iff the guest reports PASS.
 #
 # Environment: BOOT_TIMEOUT (default 300), DMULOGD_DEMO_DIR (work directory,

@@ -5,13 +5,13 @@
 # Installs: qemu (TCG guest), busybox-static (the guest's userland), dmsetup and
 # fio (copied into the guest with their shared libraries), cpio/gzip (image),
 # kmod/xz-utils/zstd (module inspection and decompression), nbdkit (the
-# power-cut test's disks: its file plugin and cache filter), make, dpkg-dev
+XX
 # and lintian (make install, the Debian package and its check), and the Rust
 # musl target that dm-ulogd is built for; then setup-arch.sh for the other
 # architectures (aarch64, i686, s390x: tests/arch.rs).
 set -eu
 
-PKGS="qemu-system-x86 busybox-static dmsetup fio cpio gzip kmod xz-utils zstd nbdkit make dpkg-dev lintian"
+PKGS="qemu-system-x86 busybox-static dmsetup fio cpio gzip kmod xz-utils zstd nbdkit nbd-client make dpkg-dev lintian"
 
 missing=""
 for p in $PKGS; do

@@ -18,7 +18,7 @@ use nix::errno::Errno;
 
 use crate::log::device::LogDevice;
 use crate::log::disk::{self, MAX_WRITE_SPANS, Span, Step, StepError};
-use crate::mirrors::{LegSet, MAX_LEGS, MirrorError, Mirrors};
+use crate::log::legs::{LegSet, MAX_LEGS, MirrorError, Mirrors};
 use crate::sys::aio::{AioContext, AioOp, MAX_PER_SUBMIT, STAGING_LEN, SlotBuffers};
 
 /// The most requests the AIO context holds: a share of the default

@@ -2,8 +2,11 @@
 //! dirty-log protocol (include/uapi/linux/dm-log-userspace.h).
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod bitmap;
 pub mod cli;
+pub mod config;
+pub mod dmctl;
 pub mod engine;
 pub mod event_loop;
 pub mod log;
@@ -13,4 +16,5 @@ pub mod rescue;
 pub mod server;
 pub mod startup;
 pub mod sys;
+pub mod table;
 pub mod wire;

@@ -3,6 +3,7 @@
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use dm_ulogd::admin;
 use dm_ulogd::cli::{self, Command, Options};
 use dm_ulogd::engine::Engine;
 use dm_ulogd::event_loop;
@@ -31,6 +32,10 @@ fn main() {
         Ok(Command::Run(opts)) => run(opts),
         Ok(Command::Examine(opts)) => rescue::examine::run(&opts),
         Ok(Command::Status(opts)) => rescue::status::run(&opts),
+        Ok(Command::Create(opts)) => admin::run_create(&opts),
+        Ok(Command::Assemble(opts)) => admin::run_assemble(&opts),
+        Ok(Command::Convert(opts)) => admin::convert::run(&opts),
+        Ok(Command::Remove(opts)) => admin::run_remove(&opts),
         Err(msg) => {
             eprintln!("dm-ulogd: {msg}\nTry 'dm-ulogd --help'.");
             ExitCode::Usage

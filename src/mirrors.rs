@@ -15,7 +15,6 @@
 //! suspends, resumes and table destruction all call into the log with
 //! _hash_lock released).
 
-use core::fmt;
 use std::cell::RefCell;
 use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
@@ -25,82 +24,18 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::SFlag;
 
 use crate::log::device::{self, parse_dev_numbers};
+use crate::log::legs::{CONTROL_PATH, LIST_BUF_LEN, LegSet, MirrorError, Mirrors};
 use crate::sys::dm::dm_ioctl;
 use crate::wire::dm_ioctl::{
     self as wire, CMD_LIST_DEVICES, CMD_TABLE_STATUS, FLAG_QUERY_INACTIVE, FLAG_STATUS_TABLE, Reply,
 };
 
-/// The most legs a mirror has (dm-raid1 MAX_NR_MIRRORS).
-pub const MAX_LEGS: usize = 9;
-
-/// A mirror's legs as (major, minor).
-pub type LegSet = heapless::Vec<(u64, u64), MAX_LEGS>;
-
-/// Bytes for the list of dm devices: about a thousand devices with names
-/// of typical length (the kernel answers all or nothing).
-const LIST_BUF_LEN: usize = 64 * 1024;
 /// Bytes for one table's text; a larger table is searched as far as it fits.
 const STATUS_BUF_LEN: usize = 64 * 1024;
 
-/// The control device: misc major 10, MAPPER_CTRL_MINOR 236.
-const CONTROL_PATH: &str = "/dev/mapper/control";
+/// The control device's number, for a node of our own when
+/// /dev/mapper/control is missing.
 const CONTROL_NUMBER: (u64, u64) = (10, 236);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MirrorError {
-    /// /dev/mapper/control cannot be opened.
-    NoControl(Errno),
-    /// A device-mapper ioctl failed.
-    Ioctl(Errno),
-    /// More dm devices than the list buffer holds.
-    TooManyDevices,
-    /// No live table has a mirror with this log.
-    NotFound,
-    /// A leg's cache flush failed.
-    Flush { leg: (u64, u64), errno: Errno },
-}
-
-impl fmt::Display for MirrorError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MirrorError::NoControl(e) => write!(
-                f,
-                "cannot open {CONTROL_PATH} ({}): is dm-mod loaded and --node-dir writable?",
-                e.desc()
-            ),
-            MirrorError::Ioctl(e) => write!(f, "a device-mapper ioctl failed: {}", e.desc()),
-            MirrorError::TooManyDevices => {
-                write!(
-                    f,
-                    "more device-mapper devices than a {LIST_BUF_LEN}-byte list holds"
-                )
-            }
-            MirrorError::NotFound => f.write_str("no live mirror table names this log"),
-            MirrorError::Flush { leg, errno } => write!(
-                f,
-                "the cache flush of leg {}:{} failed: {}",
-                leg.0,
-                leg.1,
-                errno.desc()
-            ),
-        }
-    }
-}
-
-/// The tables and legs a disk log needs; the daemon's implementation asks
-/// the kernel (`DmMirrors`), tests put in their own.
-pub trait Mirrors {
-    /// The legs of every mirror in a live table whose log is the userspace
-    /// log `uuid` (several such mirrors only widen the set).
-    fn legs(&mut self, uuid: &[u8]) -> Result<LegSet, MirrorError>;
-    /// How many mirror targets in live or inactive tables name the
-    /// userspace log `uuid`.
-    fn references(&mut self, uuid: &[u8]) -> Result<usize, MirrorError>;
-    /// Flushes the volatile write cache of every leg.
-    fn flush(&mut self, legs: &LegSet) -> Result<(), MirrorError>;
-    /// Opens a leg for its cache flush (fsync), through a private node.
-    fn open_leg(&mut self, leg: (u64, u64)) -> Result<OwnedFd, MirrorError>;
-}
 
 /// A mirror table text that names the log but whose legs cannot be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

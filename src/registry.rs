@@ -25,12 +25,24 @@ pub struct Parked {
     pub seq: u32,
     pub request_type_field: u32,
     pub cn_seq: u32,
+    /// The region of an IN_SYNC (region numbers fit 32 bits), answered
+    /// once the log has loaded its device.
+    pub region: u32,
 }
 
 impl Parked {
     /// What a request of `kind` needs kept while it waits.
     pub fn new(kind: RequestType, req: &Request<'_>) -> Self {
+        let region = match req.data.get(..8) {
+            Some(bytes) if kind == RequestType::InSync => {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(bytes);
+                u32::try_from(u64::from_ne_bytes(word)).unwrap_or(u32::MAX)
+            }
+            _ => 0,
+        };
         Parked {
+            region,
             kind,
             luid: req.luid,
             version: req.version,
@@ -59,6 +71,7 @@ impl Parked {
             RequestType::Resume => Work::Resume,
             RequestType::Postsuspend => Work::Postsuspend,
             RequestType::Flush => Work::Flush,
+            RequestType::InSync => Work::Load,
             _ => Work::WriteBack,
         }
     }
@@ -93,9 +106,38 @@ pub struct Entry {
     pub stalls: u64,
     /// The step in flight was counted as stalled.
     pub stall_noted: bool,
+    /// The disk log's sticky conditions as its state file holds them.
+    pub saved_flags: u32,
+    /// Brought back from its state file only to write its saved bits at a
+    /// POSTSUSPEND that came before the kernel reconnected it (after a
+    /// restart): removed, state file kept, once that is done, unless a
+    /// later request made it a live log again.
+    pub transient: bool,
 }
 
 impl Entry {
+    /// A log just constructed: nothing parked, no work.
+    pub fn new(uuid: &[u8], luid: u64, ctr_hash: u64, log: DirtyLog, slot: Option<usize>) -> Self {
+        let mut entry = Entry {
+            uuid: heapless::Vec::new(),
+            luid,
+            ctr_hash,
+            last_request: Instant::now(),
+            resumed: false,
+            log,
+            slot,
+            parked: heapless::Deque::new(),
+            working: None,
+            stalls: 0,
+            stall_noted: false,
+            saved_flags: 0,
+            transient: false,
+        };
+        // Fits: the wire view checked the uuid's length.
+        let _ = entry.uuid.extend_from_slice(uuid);
+        entry
+    }
+
     /// True while device work is begun or waits.
     pub fn busy(&self) -> bool {
         self.working.is_some() || !self.parked.is_empty()

@@ -120,30 +120,42 @@ fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {
 
 // ------------------------------------------------------------------ images
 
+/// The configuration of mirrors the images carry (DM_ULOGD_CONFIG for the
+/// hook and the module): the root mirror's one line.
+const MIRRORS: &str = "tests/early-boot/mirrors";
+
 /// The initramfs-tools image: initramfs/early-boot/mkinitramfs-image.sh
 /// with the test's configuration (tests/early-boot/initramfs-tools/: a
 /// MODULES=list initramfs.conf, the virtio modules, RESUME=none) and
-/// tests/early-boot/assemble-root.sh as scripts/local-top/dmulogd-test-root;
-/// the hook and the init-top script are the installed ones.
+/// tests/early-boot/assemble-root.sh as scripts/init-premount/dmulogd-test-root
+/// and scripts/local-top/dmulogd-test-assembled (it records the state
+/// before and after the assembly); the hook and the init-top and local-top
+/// scripts, which start the daemon and assemble the root mirror from
+/// tests/early-boot/mirrors, are the installed ones.
 fn mkinitramfs_image(dir: &Path) -> PathBuf {
     let overlay = dir.join("test-confdir");
-    let local_top = overlay.join("scripts/local-top");
-    fs::create_dir_all(&local_top).unwrap();
+    for (scripts, name) in [
+        ("scripts/init-premount", "dmulogd-test-root"),
+        ("scripts/local-top", "dmulogd-test-assembled"),
+    ] {
+        fs::create_dir_all(overlay.join(scripts)).unwrap();
+        run(Command::new("install")
+            .args(["-m", "755"])
+            .arg(repo("tests/early-boot/assemble-root.sh"))
+            .arg(overlay.join(scripts).join(name)));
+    }
     run(Command::new("cp")
         .arg("-R")
         .arg(repo("tests/early-boot/initramfs-tools/."))
         .arg(&overlay));
-    run(Command::new("install")
-        .args(["-m", "755"])
-        .arg(repo("tests/early-boot/assemble-root.sh"))
-        .arg(local_top.join("dmulogd-test-root")));
     let image = dir.join("initrd.img");
     timed("mkinitramfs image", || {
         run(sh("initramfs/early-boot/mkinitramfs-image.sh")
             .arg(&image)
             .arg(destdir())
             .arg(dir.join("build"))
-            .arg(&overlay))
+            .arg(&overlay)
+            .env("DM_ULOGD_CONFIG", repo(MIRRORS)))
     });
     image
 }
@@ -174,6 +186,7 @@ fn dracut_image() -> &'static Path {
                     "DMULOGD_TEST_ASSEMBLE",
                     repo("tests/early-boot/assemble-root.sh"),
                 )
+                .env("DM_ULOGD_CONFIG", repo(MIRRORS))
                 .env(
                     "DMULOGD_HOST_UNIT",
                     installed(&format!("{UNIT_DIR}/dm-ulogd.service")),
@@ -259,7 +272,22 @@ fn check_mkinitramfs_image(image: &Path, dir: &Path) {
         pos("dm-ulogd") < pos("udev"),
         "init-top/dm-ulogd must run before init-top/udev:\n{order}"
     );
-    assert!(read(&root.join("scripts/local-top/ORDER")).contains("dmulogd-test-root"));
+    same_file(
+        &root.join("scripts/local-top/dm-ulogd"),
+        &installed("usr/share/initramfs-tools/scripts/local-top/dm-ulogd"),
+    );
+    same_file(&root.join("etc/dm-ulogd/mirrors"), &repo(MIRRORS));
+    let local_top = read(&root.join("scripts/local-top/ORDER"));
+    let at = |s: &str| {
+        local_top
+            .find(&format!("/scripts/local-top/{s} "))
+            .unwrap_or_else(|| panic!("local-top/ORDER lacks {s}:\n{local_top}"))
+    };
+    assert!(
+        at("dm-ulogd") < at("dmulogd-test-assembled"),
+        "the test's recorder must run after local-top/dm-ulogd:\n{local_top}"
+    );
+    assert!(read(&root.join("scripts/init-premount/ORDER")).contains("dmulogd-test-root"));
     assert!(
         root.join("usr/sbin/dmsetup").exists(),
         "no dmsetup in the image"
@@ -295,6 +323,18 @@ fn check_dracut_image(image: &Path) {
     assert!(
         root.join("etc/initrd-release").exists(),
         "not an initrd: no /etc/initrd-release"
+    );
+    same_file(&root.join("etc/dm-ulogd/mirrors"), &repo(MIRRORS));
+    let assemble = root.join(unit).with_file_name("dm-ulogd-assemble.service");
+    same_file(
+        &assemble,
+        &installed("usr/lib/dracut/modules.d/90dm-ulogd/dm-ulogd-assemble.service"),
+    );
+    let wants = root.join("etc/systemd/system/sysinit.target.wants/dm-ulogd-assemble.service");
+    assert!(
+        fs::symlink_metadata(&wants).is_ok(),
+        "dm-ulogd-assemble.service is not enabled in the image ({} missing)",
+        wants.display()
     );
     assert_has_modules(&root, DM_MODULES);
     let listing = run(Command::new("lsinitrd").arg(image)).stdout;
@@ -505,15 +545,17 @@ fn unit_files_verify() {
         assert!(text.contains(word), "the man page does not mention {word}");
     }
 
-    // The host unit, against this host's systemd with dm-ulogd installed.
+    // The host units, against this host's systemd with dm-ulogd installed.
     let bin = installed("usr/sbin");
     let unit = installed(&format!("{UNIT_DIR}/dm-ulogd.service"));
+    let assemble_unit = installed(&format!("{UNIT_DIR}/dm-ulogd-assemble.service"));
     let script = r#"
         set -eu
-        bin=$1 unit=$2
+        bin=$1
+        shift
         mount -t overlay early-boot-verify -o "lowerdir=$bin:/usr/sbin" /usr/sbin
         test -x /usr/sbin/dm-ulogd
-        systemd-analyze verify "$unit"
+        systemd-analyze verify "$@"
     "#;
     let out = run(Command::new("unshare")
         .args([
@@ -527,6 +569,7 @@ fn unit_files_verify() {
         ])
         .arg(&bin)
         .arg(&unit)
+        .arg(&assemble_unit)
         .env("MANPATH", &manpath));
     let said = format!(
         "{}{}",
@@ -544,7 +587,12 @@ fn unit_files_verify() {
     let out = run(Command::new("systemd-analyze")
         .arg("verify")
         .arg(format!("--root={}", root.display()))
-        .args(["dm-ulogd-initrd.service", "dmulogd-test-root.service"])
+        .args([
+            "dm-ulogd-initrd.service",
+            "dm-ulogd-assemble.service",
+            "dmulogd-test-root.service",
+            "dmulogd-test-assembled.service",
+        ])
         .env("MANPATH", &manpath));
     let said = format!(
         "{}{}",

@@ -272,3 +272,61 @@ fn state_file_system_full() {
 fn character_device_as_log_device() {
     run_scenario("log_device_not_block", 2);
 }
+
+/// A load refused because its log device is mounted, a second load on
+/// another device, the only mirror removed, SIGTERM at once: the failed
+/// load's log, too young to judge at the SIGTERM, does not keep the daemon
+/// alive: it is gone within 6 s (issue 23 section 2).
+#[test]
+fn sigterm_after_failed_load() {
+    run_scenario("sigterm_after_failed_load", 2);
+}
+
+// Failures and liveness across a restart (issues 24, 26, 27).
+
+/// A disk log whose device failed (D) and whose leg flush failed is killed
+/// and restarted: the status still shows D and nothing is recorded clean on
+/// its device until a table reload starts a new log (issue 26 §2).
+#[test]
+fn restart_keeps_log_failure() {
+    run_scenario("restart_keeps_failure", 2);
+}
+
+/// After a restart, the POSTSUSPEND of a disk log not yet reconnected whose
+/// log device is suspended waits in the engine: another mirror keeps at
+/// least half of its write rate meanwhile (the loop blocked: none), and the
+/// suspend completes once the device is resumed (issue 27 §1). Rates
+/// compared: run alone.
+#[test]
+fn restart_suspend_with_hung_log_device() {
+    run_scenario_alone("restart_suspend_hung_log", 2);
+}
+
+/// A POSTSUSPEND whose write fails, then a reload onto the restored log
+/// device: while the new log resyncs a region its device records dirty,
+/// the old table's DTR writes nothing over it (issue 24 §2).
+#[test]
+fn reload_after_failed_suspend() {
+    run_scenario("reload_after_failed_suspend", 2);
+}
+
+// Mirrors by configuration (issue 21).
+
+/// `dm-ulogd create`, `remove`, `assemble` and `status` in one boot: the
+/// tables' counts, refusals with one line and nothing left (no daemon, a
+/// name in use, a held leg or log, legs of different sizes, a log device
+/// too small, a bad option or configuration line), assemble twice, over a
+/// half-made device, with a late leg, a leg that never appears (named at
+/// the timeout) and a log device whose header counts other regions (warned).
+#[test]
+fn config_create_assemble_remove() {
+    run_scenario("config_create", 2);
+}
+
+/// `dm-ulogd convert` both ways on the same log device, during the initial
+/// resync and four times under verified fio writes: the in-sync count never
+/// drops, unsynced regions stay unsynced, no write is lost, legs identical.
+#[test]
+fn config_convert_both_ways() {
+    run_scenario("config_convert", 2);
+}

@@ -155,7 +155,7 @@ fn core_log_matches_the_kernels_core_log() {
             assert_eq!(log.sync_count(), model.sync_count, "{table}");
             // The hint reaches region_count only when every region is in sync.
             let all = model.sync.iter().all(|&s| s);
-            assert_eq!(log.in_sync_hint(), if all { count } else { count - 1 });
+            assert_eq!(log.in_sync_hint(false), if all { count } else { count - 1 });
         }
         for r in 0..count {
             assert_eq!(log.is_clean(r), model.clean[r as usize]);

@@ -10,7 +10,7 @@
 //!   `initramfs/debian/build-deb.sh` builds: its control fields, its exact
 //!   file list with modes and owners, the binary cargo built, the maintainer
 //!   scripts; `lintian` reports no error, and every warning is one the
-//!   README accepts.
+//!   install guide (docs/install.md) accepts.
 //! - `deb_install_remove_purge`: the package in a throwaway copy of this
 //!   host's root (initramfs/debian/throwaway-root.sh: an overlay of `/` in a
 //!   private mount namespace, chrooted) where initramfs-tools is installed
@@ -43,7 +43,12 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The package's files (directories aside) and their modes.
 const DEB_FILES: &[(&str, u32)] = &[
+    ("lib/systemd/system/dm-ulogd-assemble.service", 0o644),
     ("lib/systemd/system/dm-ulogd.service", 0o644),
+    (
+        "usr/lib/dracut/modules.d/90dm-ulogd/dm-ulogd-assemble.service",
+        0o644,
+    ),
     (
         "usr/lib/dracut/modules.d/90dm-ulogd/dm-ulogd-initrd.service",
         0o644,
@@ -54,6 +59,10 @@ const DEB_FILES: &[(&str, u32)] = &[
     ("usr/share/doc/dm-ulogd/copyright", 0o644),
     ("usr/share/initramfs-tools/hooks/dm-ulogd", 0o755),
     ("usr/share/initramfs-tools/scripts/init-top/dm-ulogd", 0o755),
+    (
+        "usr/share/initramfs-tools/scripts/local-top/dm-ulogd",
+        0o755,
+    ),
     ("usr/share/man/man8/dm-ulogd.8.gz", 0o644),
 ];
 
@@ -166,6 +175,17 @@ fn check_install(destdir: &Path, vars: &[&str], files: &[(&str, u32)], sbindir: 
             .any(|l| l == format!("ExecStart={sbindir}/dm-ulogd")),
         "the host unit does not start {sbindir}/dm-ulogd:\n{unit}"
     );
+    for (p, _) in files
+        .iter()
+        .filter(|(p, _)| p.ends_with("/dm-ulogd-assemble.service"))
+    {
+        let unit = fs::read_to_string(destdir.join(p)).unwrap();
+        assert!(
+            unit.lines()
+                .any(|l| l.starts_with(&format!("ExecStart={sbindir}/dm-ulogd assemble --all "))),
+            "{p} does not run {sbindir}/dm-ulogd:\n{unit}"
+        );
+    }
     for f in files
         .iter()
         .filter(|(p, _)| p.ends_with("hooks/dm-ulogd") || p.ends_with("module-setup.sh"))
@@ -209,11 +229,20 @@ fn make_install_then_uninstall_leaves_nothing() {
             ("usr/sbin/dm-ulogd", 0o755),
             ("usr/share/man/man8/dm-ulogd.8", 0o644),
             ("lib/systemd/system/dm-ulogd.service", 0o644),
+            ("lib/systemd/system/dm-ulogd-assemble.service", 0o644),
             ("usr/share/initramfs-tools/hooks/dm-ulogd", 0o755),
             ("usr/share/initramfs-tools/scripts/init-top/dm-ulogd", 0o755),
+            (
+                "usr/share/initramfs-tools/scripts/local-top/dm-ulogd",
+                0o755,
+            ),
             ("usr/lib/dracut/modules.d/90dm-ulogd/module-setup.sh", 0o755),
             (
                 "usr/lib/dracut/modules.d/90dm-ulogd/dm-ulogd-initrd.service",
+                0o644,
+            ),
+            (
+                "usr/lib/dracut/modules.d/90dm-ulogd/dm-ulogd-assemble.service",
                 0o644,
             ),
         ],
@@ -234,10 +263,13 @@ fn make_install_then_uninstall_leaves_nothing() {
             ("opt/dm/bin/dm-ulogd", 0o755),
             ("opt/man/man8/dm-ulogd.8", 0o644),
             ("etc/systemd/system/dm-ulogd.service", 0o644),
+            ("etc/systemd/system/dm-ulogd-assemble.service", 0o644),
             ("etc/initramfs-tools/hooks/dm-ulogd", 0o755),
             ("etc/initramfs-tools/scripts/init-top/dm-ulogd", 0o755),
+            ("etc/initramfs-tools/scripts/local-top/dm-ulogd", 0o755),
             ("opt/dracut/90dm-ulogd/module-setup.sh", 0o755),
             ("opt/dracut/90dm-ulogd/dm-ulogd-initrd.service", 0o644),
+            ("opt/dracut/90dm-ulogd/dm-ulogd-assemble.service", 0o644),
         ],
         "/opt/dm/bin",
     );
@@ -249,7 +281,7 @@ fn make_install_then_uninstall_leaves_nothing() {
 
 // ------------------------------------------------------------------ the .deb
 
-/// `initramfs/debian/build-deb.sh` (the README's command), once per run,
+/// `initramfs/debian/build-deb.sh` (docs/install.md's command), once per run,
 /// with the binary cargo built for these tests.
 fn deb() -> &'static Path {
     static DEB: OnceLock<PathBuf> = OnceLock::new();
@@ -280,11 +312,11 @@ fn field(deb: &Path, name: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// The warning tags the README's install section accepts, each with its
-/// reason: lines "- `W: TAG` ...".
+/// The warning tags the install guide accepts, each with its reason: lines
+/// "- `W: TAG` ..." of docs/install.md.
 fn accepted_warnings() -> BTreeSet<String> {
-    let readme = fs::read_to_string(repo("README.md")).unwrap();
-    readme
+    let guide = fs::read_to_string(repo("docs/install.md")).unwrap();
+    guide
         .lines()
         .filter_map(|l| l.strip_prefix("- `W: "))
         .filter_map(|l| l.split('`').next())
@@ -361,6 +393,14 @@ fn deb_contents_and_lintian() {
     }
     for (s, wanted) in [
         ("postinst", "deb-systemd-helper enable 'dm-ulogd.service'"),
+        (
+            "postinst",
+            "deb-systemd-helper enable 'dm-ulogd-assemble.service'",
+        ),
+        (
+            "postrm",
+            "deb-systemd-helper purge 'dm-ulogd-assemble.service'",
+        ),
         ("postinst", "update-initramfs -u"),
         ("postrm", "update-initramfs -u"),
         ("postrm", "deb-systemd-helper purge 'dm-ulogd.service'"),
@@ -376,7 +416,7 @@ fn deb_contents_and_lintian() {
         "md5sums:\n{md5sums}"
     );
 
-    // lintian: no error; every warning accepted (and explained) in the README.
+    // lintian: no error; every warning accepted (and explained) in docs/install.md.
     let out = Command::new("lintian")
         .args(["--fail-on", "none", "--no-tag-display-limit"])
         .arg(deb)
@@ -397,7 +437,7 @@ fn deb_contents_and_lintian() {
         let tag = l.split_whitespace().nth(2).unwrap_or("");
         assert!(
             accepted.contains(tag),
-            "lintian warning not accepted in the README (- `W: {tag}` ...): {l}"
+            "lintian warning not accepted in docs/install.md (- `W: {tag}` ...): {l}"
         );
     }
     eprintln!(

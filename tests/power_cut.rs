@@ -1,17 +1,30 @@
-//! Power loss with volatile write caches (issue 9 section 1): a mirror's
-//! disk log must never record a region clean while its legs may differ.
+//! Power loss with volatile write caches (issue 9 section 1, issue 24): a
+//! mirror's disk log must never record a region clean while its legs may
+//! differ.
 //!
-//! Each disk is served by its own `nbdkit` on a unix socket and given to qemu
-//! as `file=nbd:unix:SOCK,cache=writeback`, so the guest sees volatile write
-//! caches and sends flushes:
-//! - leg 0 (vda) and the log device (vdc): `--filter=cache cache=writeback`,
-//!   a write reaches the file only when a flush destages the cache;
-//! - leg 1 (vdb): the plain file plugin, every write reaches the file.
+//! Each disk is served by its own `nbdkit` on a unix socket. The volatile
+//! ones sit behind `--filter=cache cache=writeback cache-min-block-size=4096`:
+//! a plain write reaches the file only when a flush destages the cache, a
+//! FUA write goes through at once with its own 4 KiB cache blocks and no
+//! other (as a disk with a volatile cache and native FUA: NVMe, SATA, SAS).
+//! - leg 0 (vda, volatile) and leg 1 (vdb, the plain file plugin: every
+//!   write reaches the file) are qemu's virtio-blk disks over qemu's NBD
+//!   client (`file=nbd:unix:SOCK,cache=writeback`). virtio-blk offers no
+//!   FUA, so the guest sends a write and a flush where it means FUA; for the
+//!   legs that only ever flushes more.
+//! - the log device (volatile) is attached by the guest kernel's own NBD
+//!   client (nbd.ko through nbd-client, /dev/nbd0) over qemu's user network
+//!   (guestfwd from 10.0.2.100 to the server's socket, nothing else
+//!   reachable). nbd.ko advertises FUA, so a FUA write arrives at nbdkit as a
+//!   lone FUA write: a cut can lose a plain log write that a later FUA write
+//!   of another block did not cover, where virtio-blk flushed everything.
+//!   (qemu's own disks cannot carry this: scsi-hd with dpofua=on emulates
+//!   FUA with a flush of the whole backend, qemu's NVMe drops the FUA bit.)
 //!
 //! A power cut is SIGKILL of qemu and of every nbdkit at once, 1 to 4 s into
-//! a load of random 4 KiB direct writes (fio, 4 jobs) on a mirror of 1024
-//! regions of 8 KiB; whatever the caches held is lost. The next boot
-//! assembles the mirror on the log device as the cut left it (no
+//! a load of random 4 KiB direct writes (fio, 4 jobs) on a mirror of 8192
+//! regions of 1 KiB (8 MiB legs); whatever the caches held is lost. The
+//! next boot assembles the mirror on the log device as the cut left it (no
 //! sync/nosync: the disk log decides what resyncs), waits for sync and
 //! compares the legs region by region (tests/scenarios/power_cut_mirror.sh).
 //! One boot verifies cut k and then loads for cut k+1, so N cuts take N+1
@@ -24,10 +37,27 @@
 //! over a second NBD connection every 0.5-1.5 s). Every cut of every variant
 //! must leave identical legs.
 //!
-//! The model is checked at each cut: a fourth disk (vdd, the probe) behind a
-//! volatile cache gets a block written and flushed, then one written and not
-//! flushed; after the cut its file must hold the first and not the second.
-//! The guest checks that it sees `write back` caches (so it sends flushes).
+//! The geometry lets a FUA write leave a plain one behind: with 8192 regions
+//! the clean bits take two 512-byte blocks (image sectors 2 and 3), and the
+//! log device is the log file from sector 5 on (dm-linear in the guest), so
+//! that sector 3 lies in another 4 KiB cache block than sectors 0-2. A FUA
+//! write of one bits block then makes nothing of the other durable, as on a
+//! real disk (issue 24 section 1); with the image in one cache block, a FUA
+//! write of any part of it would have carried the rest along. Checked with
+//! a daemon changed so that a FUA write of a plan's last batch stood in for
+//! its cache flush after plain batches: it left divergent regions recorded
+//! clean in 6 of 6 dm-ulogd cuts here, in none of 6 with the log device on
+//! virtio-blk and 1024 regions as before.
+//!
+//! The model is checked at each cut by two probes the host zeroes before
+//! each boot: on vdc (virtio, volatile) the guest writes block 0 and flushes,
+//! then writes block 1 and does not; on nbd1 (nbd.ko, volatile) it writes
+//! block 0 and flushes, writes block 1 plainly, then block 2 with FUA
+//! (O_DIRECT|O_DSYNC through Linux AIO, as dm-ulogd writes its log). After
+//! the cut the blocks 0 and nbd1's block 2 must be there and both blocks 1
+//! lost: a FUA write is durable alone and flushes nothing before it. The
+//! guest checks that vda and vdc have `write back` caches (so it sends
+//! flushes) and that nbd0 and nbd1 take FUA.
 //!
 //! Each cut prints one line (`--nocapture` shows them on a pass):
 //! variant, cut time, regions differing on the host right after the cut and
@@ -40,10 +70,12 @@
 //!   self-flushing variant).
 //! - `DMULOGD_BOOT_TIMEOUT`: seconds per boot (default 150).
 //! - `DMULOGD_KEEP=1`: keep the directory (disk files, consoles) after a pass.
-//! - `DMULOGD_IMAGE`: use this initramfs instead of building one.
+//! - `DMULOGD_IMAGE`: use this initramfs instead of building one (built with
+//!   `DMULOGD_NBD_CLIENT=1`, which adds nbd-client and the nbd and
+//!   virtio_net modules).
 //!
-//! The host needs nbdkit and qemu (initramfs/setup-host.sh); the test fails,
-//! never skips, without them.
+//! The host needs nbdkit, nbd-client (copied into the guest) and qemu
+//! (initramfs/setup-host.sh); the test fails, never skips, without them.
 
 mod support;
 
@@ -67,14 +99,20 @@ const WORK: &str = env!("CARGO_TARGET_TMPDIR");
 
 /// The guest scenario (tests/scenarios/power_cut_mirror.sh) and its geometry.
 const SCENARIO: &str = "power_cut_mirror";
-const REGIONS: usize = 1024;
-const REGION_BYTES: usize = 8 << 10;
+/// 8192 regions: the log's clean bits take two 512-byte blocks (sectors 2
+/// and 3 of its image).
+const REGIONS: usize = 8192;
+const REGION_BYTES: usize = 1 << 10;
 const LEG_BYTES: u64 = (REGIONS * REGION_BYTES) as u64;
 const LOG_BYTES: u64 = 1 << 20;
 const PROBE_BYTES: u64 = 1 << 20;
 /// The kernel's disk log format (dm-log.c): magic at byte 0, clean bits from 1024.
 const LOG_MAGIC: u32 = 0x4D69_5272;
 const LOG_BITS_OFFSET: usize = 1024;
+/// The log device is the log file from sector 5 on (a dm-linear target in
+/// the guest), so that the image's sectors 0-2 lie in the file's first 4 KiB
+/// cache block and sector 3 in the second.
+const LOG_IMAGE_OFFSET: usize = 5 * 512;
 
 const DEFAULT_CUTS_PER_VARIANT: usize = 5;
 /// The self-flushing variant gets fewer: it adds no code path, only timing.
@@ -167,48 +205,86 @@ fn require_program(program: &str, package: &str) {
     );
 }
 
-/// The disk files (vda, vdb, ... in this order) and their nbdkit servers.
+/// How the guest sees a disk.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Attach {
+    /// qemu's NBD client under a virtio-blk disk (/dev/vda, /dev/vdb, ... in
+    /// the order of DISKS): no FUA, the guest sends a write and a flush.
+    Virtio,
+    /// The guest kernel's own NBD client (nbd.ko) over qemu's user network,
+    /// GUEST_NBD_HOST at this port forwarded to the disk's socket: FUA
+    /// writes reach nbdkit as such.
+    GuestNbd(u16),
+}
+
+/// The disk files and their nbdkit servers.
 struct Disk {
     name: &'static str,
     bytes: u64,
+    attach: Attach,
     /// Behind nbdkit's cache filter with cache=writeback (volatile).
     volatile: bool,
     /// Flushed by the host now and then in the self-flushing variant.
     self_flushing: bool,
 }
 
+/// The guest address of the guest-attached disks' servers
+/// (tests/scenarios/power_cut_mirror.sh: NBD_HOST, LOG_PORT, FUA_PROBE_PORT).
+const GUEST_NBD_HOST: &str = "10.0.2.100";
+
 const LEG0: usize = 0;
 const LEG1: usize = 1;
 const LOG: usize = 2;
 const PROBE: usize = 3;
-const DISKS: [Disk; 4] = [
+const FUA_PROBE: usize = 4;
+const DISKS: [Disk; 5] = [
     Disk {
         name: "leg0",
         bytes: LEG_BYTES,
+        attach: Attach::Virtio,
         volatile: true,
         self_flushing: true,
     },
     Disk {
         name: "leg1",
         bytes: LEG_BYTES,
+        attach: Attach::Virtio,
         volatile: false,
         self_flushing: false,
     },
+    // /dev/nbd0 in the guest.
     Disk {
         name: "log",
         bytes: LOG_BYTES,
+        attach: Attach::GuestNbd(10809),
         volatile: true,
         self_flushing: true,
     },
-    // The guest writes block 0 and flushes, then writes block 1 and does not.
+    // /dev/vdc: the guest writes block 0 and flushes, then writes block 1
+    // and does not.
     Disk {
         name: "probe",
         bytes: PROBE_BYTES,
+        attach: Attach::Virtio,
+        volatile: true,
+        self_flushing: false,
+    },
+    // /dev/nbd1: block 0 written and flushed, block 1 written plain, then
+    // block 2 written with FUA.
+    Disk {
+        name: "fua-probe",
+        bytes: PROBE_BYTES,
+        attach: Attach::GuestNbd(10810),
         volatile: true,
         self_flushing: false,
     },
 ];
 const PROBE_BLOCK: usize = 4096;
+/// The cache filter's block (the default is 64 KiB): a FUA write makes its
+/// whole cache blocks durable and no other, so they must be no larger than
+/// the probe's blocks, and LOG_IMAGE_OFFSET puts a cache block boundary
+/// between the log's two bits blocks.
+const CACHE_BLOCK_BYTES: usize = 4096;
 
 fn file_of(dir: &Path, disk: &Disk) -> PathBuf {
     dir.join(format!("{}.img", disk.name))
@@ -246,7 +322,8 @@ fn start_servers(dir: &Path) -> Vec<Child> {
         }
         cmd.arg("file").arg(file_of(dir, disk));
         if disk.volatile {
-            cmd.arg("cache=writeback");
+            cmd.arg("cache=writeback")
+                .arg(format!("cache-min-block-size={CACHE_BLOCK_BYTES}"));
         }
         // The cache filter keeps its (unlinked) cache file in TMPDIR.
         let child = cmd
@@ -516,32 +593,99 @@ fn inspect_files(dir: &Path) -> (Vec<usize>, Vec<bool>) {
             leg0[span.clone()] != leg1[span]
         })
         .collect();
-    let magic = u32::from_le_bytes(log[..4].try_into().expect("4 bytes"));
+    let image = &log[LOG_IMAGE_OFFSET..];
+    let magic = u32::from_le_bytes(image[..4].try_into().expect("4 bytes"));
     let clean = (0..REGIONS)
-        .map(|r| magic == LOG_MAGIC && log[LOG_BITS_OFFSET + r / 8] >> (r % 8) & 1 == 1)
+        .map(|r| magic == LOG_MAGIC && image[LOG_BITS_OFFSET + r / 8] >> (r % 8) & 1 == 1)
         .collect();
     (differing, clean)
 }
 
-/// Host side, right after a cut: did the probe's flushed block survive and
-/// its unflushed block vanish (the host zeroes the probe before each boot)?
+/// What the guest wrote to a probe's block before the cut.
+#[derive(Clone, Copy)]
+enum ProbeWrite {
+    /// Written, then the disk flushed: must survive.
+    Flushed,
+    /// Written with no flush after it: must be lost.
+    Plain,
+    /// Written with FUA after the plain one, no flush: must survive alone.
+    Fua,
+}
+
+/// Each probe and its blocks 0, 1, ... as tests/scenarios/power_cut_mirror.sh
+/// writes them.
+const PROBES: [(usize, &[ProbeWrite]); 2] = [
+    (PROBE, &[ProbeWrite::Flushed, ProbeWrite::Plain]),
+    (
+        FUA_PROBE,
+        &[ProbeWrite::Flushed, ProbeWrite::Plain, ProbeWrite::Fua],
+    ),
+];
+
+/// Host side, right after a cut: did each probe block survive or vanish as
+/// the model says (the host zeroes the probes before each boot)?
 fn probe_verdict(dir: &Path) -> Result<(), String> {
-    let probe = fs::read(file_of(dir, &DISKS[PROBE])).expect("read probe.img");
-    let written = |b: usize| {
-        probe[b * PROBE_BLOCK..(b + 1) * PROBE_BLOCK]
-            .iter()
-            .any(|&x| x != 0)
-    };
-    match (written(0), written(1)) {
-        (true, false) => Ok(()),
-        (false, _) => Err("a flushed write did not survive the cut".into()),
-        (true, true) => Err("an unflushed write survived the cut".into()),
+    let mut wrong = Vec::new();
+    for (disk, blocks) in PROBES {
+        let disk = &DISKS[disk];
+        let data =
+            fs::read(file_of(dir, disk)).unwrap_or_else(|e| panic!("read {}.img: {e}", disk.name));
+        for (b, &write) in blocks.iter().enumerate() {
+            let survived = data[b * PROBE_BLOCK..(b + 1) * PROBE_BLOCK]
+                .iter()
+                .any(|&x| x != 0);
+            let problem = match (write, survived) {
+                (ProbeWrite::Flushed, false) => "a flushed write did not survive the cut",
+                (ProbeWrite::Plain, true) => "an unflushed write survived the cut",
+                (ProbeWrite::Fua, false) => "a FUA write did not survive the cut",
+                _ => continue,
+            };
+            wrong.push(format!("{} block {b}: {problem}", disk.name));
+        }
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(wrong.join(", "))
     }
 }
 
-fn zero_probe(dir: &Path) {
-    let f = File::create(file_of(dir, &DISKS[PROBE])).expect("create probe.img");
-    f.set_len(PROBE_BYTES).expect("size probe.img");
+fn zero_probes(dir: &Path) {
+    for (disk, _) in PROBES {
+        let f = File::create(file_of(dir, &DISKS[disk])).expect("create a probe's file");
+        f.set_len(PROBE_BYTES).expect("size a probe's file");
+    }
+}
+
+/// A qemu for boot.sh (its QEMU) that adds the user network whose forwards
+/// reach the guest-attached disks' servers; no other address is reachable
+/// (restrict=on), and no option ROM is loaded for the card.
+fn write_qemu_with_network(dir: &Path) -> PathBuf {
+    let mut netdev = String::from("user,id=n0,restrict=on");
+    for disk in &DISKS {
+        if let Attach::GuestNbd(port) = disk.attach {
+            let sock = socket_of(dir, disk);
+            let sock = sock.to_str().expect("a UTF-8 socket path");
+            assert!(
+                !sock.contains([',', ' ', '\'', '"']),
+                "socket path {sock}: qemu's option syntax cannot take commas, spaces or quotes in it"
+            );
+            let _ = write!(netdev, ",guestfwd=tcp:{GUEST_NBD_HOST}:{port}-unix:{sock}");
+        }
+    }
+    let script = dir.join("qemu-with-network.sh");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexec qemu-system-x86_64 \"$@\" -netdev '{netdev}' \
+             -device virtio-net-pci,netdev=n0,romfile=\n"
+        ),
+    )
+    .expect("write the qemu wrapper");
+    let mut perms = fs::metadata(&script).expect("stat").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    fs::set_permissions(&script, perms).expect("chmod the qemu wrapper");
+    script
 }
 
 /// What one boot did.
@@ -557,6 +701,7 @@ struct Boot {
 /// load's first writes. Without a load the guest must pass.
 fn boot(
     image: &Path,
+    qemu_binary: &Path,
     dir: &Path,
     index: usize,
     verify: Option<Variant>,
@@ -578,6 +723,7 @@ fn boot(
     }
     let drives: Vec<String> = DISKS
         .iter()
+        .filter(|d| d.attach == Attach::Virtio)
         .map(|d| {
             format!(
                 "file=nbd:unix:{},format=raw,if=virtio,cache=writeback",
@@ -599,6 +745,7 @@ fn boot(
         .env("BOOT_APPEND", append.trim())
         .env("BOOT_DRIVES", drives.join(" "))
         .env("BOOT_PIDFILE", &qemu_pidfile)
+        .env("QEMU", qemu_binary)
         .env("TMPDIR", dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -724,6 +871,7 @@ fn boot(
 #[test]
 fn power_cut_with_volatile_write_caches() {
     require_program("nbdkit", "nbdkit");
+    require_program("nbd-client", "nbd-client");
     require_program("qemu-system-x86_64", "qemu-system-x86");
 
     let seed = env_number("DMULOGD_POWERCUT_SEED").unwrap_or_else(|| {
@@ -749,8 +897,20 @@ fn power_cut_with_volatile_write_caches() {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
     let started = Instant::now();
-    let image = support::x86_64_image(dir.join("image.cpio.gz"), DAEMON)
-        .unwrap_or_else(|e| panic!("cannot build the test initramfs: {e}"));
+    let image = match std::env::var_os("DMULOGD_IMAGE") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let image = dir.join("image.cpio.gz");
+            support::build_image_with(
+                &image,
+                Path::new(DAEMON),
+                &[("DMULOGD_ARCH", "x86_64"), ("DMULOGD_NBD_CLIENT", "1")],
+            )
+            .unwrap_or_else(|e| panic!("cannot build the test initramfs: {e}"));
+            image
+        }
+    };
+    let qemu = write_qemu_with_network(&dir);
     for disk in &DISKS {
         let f = File::create(file_of(&dir, disk)).expect("create disk file");
         f.set_len(disk.bytes).expect("size disk file");
@@ -770,8 +930,8 @@ fn power_cut_with_volatile_write_caches() {
             last.lost = differing.len();
             last.lost_clean = differing.iter().filter(|&&r| clean[r]).count();
         }
-        zero_probe(&dir);
-        let b = boot(&image, &dir, index, verify, load, &mut rng);
+        zero_probes(&dir);
+        let b = boot(&image, &qemu, &dir, index, verify, load, &mut rng);
         let done = cuts.len();
         if let Some(last) = cuts.last_mut() {
             last.verified = b.verify_line.as_deref().map(parse_verify);
@@ -817,7 +977,7 @@ fn power_cut_with_volatile_write_caches() {
             .unwrap_or(0);
         let _ = writeln!(
             report,
-            "{}: {failed} of {} cuts left divergent legs (up to {worst} regions)",
+            "{}: {failed} of {} cuts failed (up to {worst} divergent regions)",
             variant.name(),
             of.len()
         );

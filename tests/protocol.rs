@@ -7,7 +7,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use dm_ulogd::mirrors::FakeMirrors;
-use dm_ulogd::server::{Limits, Server};
+use dm_ulogd::server::{ExitVerdict, Limits, Server};
 use dm_ulogd::wire::frame::{self, REPLY_BUF_LEN, REPLY_DATA_OFFSET, REQUEST_OFFSET};
 
 const CTR: u32 = 1;
@@ -871,7 +871,7 @@ fn a_retried_table_load_gets_the_device_it_names() {
         "device A was written"
     );
     assert_eq!(&fs::read(&b).unwrap()[..4], &0x4D69_5272u32.to_le_bytes());
-    assert!(d.server.may_exit());
+    assert_eq!(d.server.exit_verdict(), ExitVerdict::Exit);
 }
 
 /// A failed load that is never retried leaves a log nothing names: it must
@@ -883,12 +883,20 @@ fn a_log_no_table_names_does_not_keep_the_daemon_alive() {
     let mirrors = FakeMirrors::two_legs();
     let mut d = Daemon::over(&state, LIMITS, mirrors.clone());
     assert_eq!(d.call(CTR, &disk_table(&a, "")).0, 0);
-    assert!(!d.server.may_exit(), "a log just constructed is kept");
-    std::thread::sleep(std::time::Duration::from_millis(5200));
-    assert!(!d.server.may_exit(), "an inactive table names it");
-    mirrors.0.borrow_mut().references = 0;
     assert!(
-        d.server.may_exit(),
+        matches!(d.server.exit_verdict(), ExitVerdict::AskAgainAt(_)),
+        "a log just constructed is too young to judge"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(5200));
+    assert_eq!(
+        d.server.exit_verdict(),
+        ExitVerdict::Refuse,
+        "an inactive table names it"
+    );
+    mirrors.0.borrow_mut().references = 0;
+    assert_eq!(
+        d.server.exit_verdict(),
+        ExitVerdict::Exit,
         "nothing names it: a failed load's leftover"
     );
     assert_eq!(fs::read(&a).unwrap(), vec![0xa5u8; 4096]);

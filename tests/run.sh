@@ -16,8 +16,11 @@ echo "==> cargo build --release"
 cargo build --release
 echo "==> cargo test --release (unit, protocol, real-kernel)"
 cargo test --release --no-run
-# The Debian kernel, fetched once before any test builds an image with it.
-sh initramfs/fetch-kernel.sh >/dev/null
+# The Debian kernels (12's 6.1; 11's 5.10 and 13's 6.12 for tests/kernels.rs),
+# fetched once before any test builds an image with them.
+for k in bookworm bullseye trixie; do
+    DMULOGD_KERNEL=$k sh initramfs/fetch-kernel.sh >/dev/null
+done
 # power_cut and bench_smoke boot one guest at a time: they run side by side,
 # one per core (power_cut's output follows when both are done). Every other
 # test program keeps both cores busy and runs alone, one after another.

@@ -87,7 +87,7 @@ use std::rc::Rc;
 
 use dm_ulogd::engine::{Engine, FakeIo};
 use dm_ulogd::log::disk::{Span, Step, StepError};
-use dm_ulogd::mirrors::{LegSet, MirrorError, Mirrors};
+use dm_ulogd::log::legs::{LegSet, MirrorError, Mirrors};
 use dm_ulogd::server::{Limits, Server};
 use dm_ulogd::wire::frame::{self, REPLY_BUF_LEN, REPLY_DATA_OFFSET, REQUEST_OFFSET};
 use nix::errno::Errno;

@@ -4,6 +4,7 @@
 
 pub mod device;
 pub mod disk;
+pub mod legs;
 pub mod params;
 pub mod state;
 
@@ -11,8 +12,8 @@ use core::fmt::Write;
 use nix::errno::Errno;
 
 use crate::bitmap::Bitmap;
-use crate::mirrors::LegSet;
 use disk::{DeviceIo, DiskStore, Step, StepError};
+use legs::LegSet;
 use params::{LogArgs, LogType, SyncMode};
 
 /// How a log's bits start.
@@ -35,6 +36,9 @@ pub enum Work {
     WriteBack,
     Postsuspend,
     Resume,
+    /// Load the device if this log has not: its bits are the device's
+    /// only then (an IN_SYNC before the reconnect's RESUME).
+    Load,
 }
 
 /// What `DirtyLog::next_step` says.
@@ -66,6 +70,11 @@ pub struct DirtyLog {
     log_type: LogType,
     region_size: u32,
     sync_mode: SyncMode,
+    /// How RESUME's read treats the device's header: as the table says,
+    /// except for a disk log the kernel reconnects with no saved state,
+    /// whose device holds the live log's bits whatever `sync`/`nosync`
+    /// the table gave when it was first loaded.
+    load_mode: SyncMode,
     block_on_error: bool,
     /// 1 = no write in flight to the region.
     clean: Bitmap,
@@ -102,6 +111,12 @@ impl DirtyLog {
         let count = args.region_count;
         debug_assert!(clean.len() == count && sync.len() == count);
         let mut sync_mode = args.sync;
+        let reconnected_disk = origin == Origin::ReconnectUnknown && store.is_some();
+        let load_mode = if reconnected_disk {
+            SyncMode::Default
+        } else {
+            sync_mode
+        };
         let sync_count = if origin == Origin::Restored {
             if let Some(d) = &mut store {
                 d.mark_restored();
@@ -114,13 +129,17 @@ impl DirtyLog {
                 sync_mode = SyncMode::Force;
             }
             clean.fill(true);
-            sync.fill(sync_mode == SyncMode::No);
+            // A reconnected disk log knows nothing in sync until its device
+            // is read (a `nosync` table included: its device has the dirty
+            // bits of the live mirror).
+            sync.fill(sync_mode == SyncMode::No && !reconnected_disk);
             sync.count_ones()
         };
         DirtyLog {
             log_type: args.log_type,
             region_size: args.region_size,
             sync_mode,
+            load_mode,
             block_on_error: args.block_on_error,
             clean,
             sync,
@@ -196,7 +215,12 @@ impl DirtyLog {
     /// core_clear_region after `flush_failed`).
     #[inline]
     pub fn clear(&mut self, region: u64) {
-        if self.disk.as_deref().is_some_and(DiskStore::flush_failed) {
+        if self.disk.as_deref().is_some_and(DiskStore::flush_failed) || self.loading() {
+            // While the device is read, the read ANDs the device's bits into
+            // the clean bits and the sync bits are then rebuilt from them: a
+            // clear now would record clean (and in sync) a region the
+            // device has dirty, with no leg flush covering it. Dropping a
+            // clear only keeps a region dirty, which is always safe.
             return;
         }
         if self.clean.set(region)
@@ -226,6 +250,8 @@ impl DirtyLog {
     ///   and the load cannot undo them.
     /// - WriteBack: everything a disk log deferred (DTR, idle time).
     /// - Postsuspend: the mirror is quiet; write out what was deferred.
+    /// - Load: a disk log that has not loaded its device does (an IN_SYNC
+    ///   of a log the kernel reconnected, before another caller's RESUME).
     /// - Resume: a core log only restarts its resync scan; a disk log reads
     ///   its device (the kernel's disk_resume) when it starts or comes back
     ///   from a suspend. A RESUME of a live log that was not suspended is
@@ -234,7 +260,19 @@ impl DirtyLog {
     ///   regions with writes in flight out of sync.
     pub fn begin(&mut self, work: Work) {
         self.stage = Stage::Idle;
+        if self.disk.as_deref().is_some_and(DiskStore::is_superseded) {
+            // A newer log owns the device: nothing to read or write.
+            if work == Work::Postsuspend {
+                self.suspended = true;
+            }
+            return;
+        }
         match work {
+            Work::Load => {
+                if self.disk.as_deref().is_some_and(|d| !d.is_loaded()) {
+                    self.begin_load(false);
+                }
+            }
             Work::Flush => {
                 if self.disk.as_deref().is_some_and(|d| !d.is_loaded()) {
                     self.begin_load(true);
@@ -246,6 +284,13 @@ impl DirtyLog {
             Work::WriteBack | Work::Postsuspend => {
                 if work == Work::Postsuspend {
                     self.suspended = true;
+                    if self.disk.as_deref().is_some_and(DiskStore::awaits_rewrite) {
+                        // Bits restored from a state file and not loaded
+                        // yet: the suspend is the last moment they are
+                        // the newest, so they go out now.
+                        self.begin_load(false);
+                        return;
+                    }
                 }
                 if let Some(d) = &mut self.disk {
                     d.begin_write_back();
@@ -272,12 +317,14 @@ impl DirtyLog {
 
     /// True when `work` has device work to do now (a core log never has).
     pub fn needs_io(&self, work: Work) -> bool {
-        let Some(d) = &self.disk else {
+        let Some(d) = self.disk.as_deref().filter(|d| !d.is_superseded()) else {
             return false;
         };
         match work {
             Work::Flush => d.flush_needs_io(),
-            Work::WriteBack | Work::Postsuspend => d.is_loaded(),
+            Work::Load => !d.is_loaded(),
+            Work::WriteBack => d.is_loaded(),
+            Work::Postsuspend => d.is_loaded() || d.awaits_rewrite(),
             Work::Resume => !d.is_loaded() || self.suspended,
         }
     }
@@ -297,7 +344,7 @@ impl DirtyLog {
             d.begin_rewrite();
             self.stage = Stage::Writing { then_flush };
         } else {
-            d.begin_load(self.sync_mode);
+            d.begin_load(self.load_mode);
             self.stage = Stage::Reading { then_flush };
         }
     }
@@ -442,12 +489,25 @@ impl DirtyLog {
                     d.note_change(region, false);
                 }
             }
-        } else if self.sync.clear(region) {
-            self.sync_count -= 1;
-            if let Some(d) = &mut self.disk {
-                d.note_change(region, true);
+        } else {
+            if self.sync.clear(region) {
+                self.sync_count -= 1;
+                if let Some(d) = &mut self.disk {
+                    d.note_change(region, true);
+                }
+            }
+            if self.loading() {
+                // The load rebuilds the sync bits from the clean bits: only
+                // a dirty clean bit keeps the region out of sync.
+                self.mark(region);
             }
         }
+    }
+
+    /// True while a disk log reads its device (RESUME's load): the sync
+    /// bits are those from before it until the read is over.
+    pub fn loading(&self) -> bool {
+        matches!(self.stage, Stage::Reading { .. })
     }
 
     /// The in_sync_hint for IS_REMOTE_RECOVERING: region_count when every
@@ -459,13 +519,83 @@ impl DirtyLog {
     /// nothing recovers elsewhere (dm-region-hash already holds writes to a
     /// region this node recovers), so the hint is as high as it can be
     /// without ending the resync.
-    pub fn in_sync_hint(&self) -> u64 {
+    pub fn in_sync_hint(&self, settling: bool) -> u64 {
         let count = self.region_count();
-        if self.sync_count >= count {
+        if self.reported_sync_count(settling) >= count {
             count
         } else {
             count - 1
         }
+    }
+
+    /// GET_SYNC_COUNT's answer. `settling`: a RESUME that reads the device
+    /// waits or runs, so the sync bits are still those from before the
+    /// suspend, and the read may take regions out of sync. The kernel turns
+    /// resync off until its next resume once an answer reaches
+    /// region_count (dm-log-userspace-base.c `userspace_get_sync_count`
+    /// sets `in_sync_hint`), so until the read is over the answer stays
+    /// below it. A status line shows one region short for that long;
+    /// parking the request instead would make every status query wait for
+    /// the device, and hang with it.
+    pub fn reported_sync_count(&self, settling: bool) -> u64 {
+        if settling {
+            self.sync_count.min(self.region_count().saturating_sub(1))
+        } else {
+            self.sync_count
+        }
+    }
+
+    /// True when `work`, begun now, reads or rewrites the device: the log
+    /// takes the device over from any older log of the same device.
+    pub fn starts_load(&self, work: Work) -> bool {
+        let Some(d) = self.disk.as_deref().filter(|d| !d.is_superseded()) else {
+            return false;
+        };
+        match work {
+            Work::Flush | Work::Load => !d.is_loaded(),
+            Work::Resume => !d.is_loaded() || self.suspended,
+            Work::WriteBack | Work::Postsuspend => false,
+        }
+    }
+
+    /// POSTSUSPEND came and no RESUME since.
+    pub fn is_suspended(&self) -> bool {
+        self.suspended
+    }
+
+    /// See `DiskStore::supersede`.
+    pub fn supersede(&mut self) {
+        if let Some(d) = &mut self.disk {
+            d.supersede();
+        }
+    }
+
+    /// A disk log's sticky conditions (`DiskStore::flags`); 0 for a core
+    /// log.
+    pub fn flags(&self) -> u32 {
+        self.disk.as_deref().map_or(0, DiskStore::flags)
+    }
+
+    /// Takes back the conditions and the load stamp a state file kept. A
+    /// disk log that never loaded its device (a new table whose RESUME
+    /// the previous daemon never saw, or a state file of a dm-ulogd that
+    /// kept no load stamps) has bits that are not the device's: it reads
+    /// the device at its load like a new log, rather than writing those
+    /// bits over it.
+    pub fn restore_flags(&mut self, saved: u32, load_stamp: u64) {
+        if let Some(d) = &mut self.disk {
+            d.restore_flags(saved);
+            d.restore_load_stamp(load_stamp);
+            if load_stamp == 0 {
+                d.take_restored();
+            }
+        }
+    }
+
+    /// When a disk log last began loading its device (0: never, or a core
+    /// log).
+    pub fn load_stamp(&self) -> u64 {
+        self.disk.as_deref().map_or(0, DiskStore::load_stamp)
     }
 
     /// STATUS_INFO text, as the kernel's own logs print it.

@@ -17,8 +17,8 @@ use nix::fcntl::{FallocateFlags, OFlag};
 use nix::sys::stat::{self, Mode};
 use nix::unistd::{self, UnlinkatFlags};
 
+use super::legs::{LegSet, MAX_LEGS};
 use crate::bitmap::{self, Bitmap};
-use crate::mirrors::{LegSet, MAX_LEGS};
 use crate::sys::mapping::MappedWords;
 use crate::wire::ulog::MAX_UUID_LEN;
 
@@ -36,6 +36,12 @@ mod field {
     pub const CTR_LEN: usize = 26;
     /// The log device's dev_t as the kernel holds it (0: none).
     pub const DEVICE: usize = 32;
+    /// The disk log's sticky conditions (u32, `log::disk::flags`); an older
+    /// dm-ulogd left zeros here, which read as healthy.
+    pub const FLAGS: usize = 40;
+    /// When the disk log last began loading its device (u64, CLOCK_BOOTTIME
+    /// ns; 0: never).
+    pub const LOAD_STAMP: usize = 48;
     pub const UUID: usize = 64;
     pub const CTR: usize = 256;
     /// How many legs follow (u64), then their dev_t (u64 each).
@@ -62,6 +68,10 @@ pub struct Saved {
     pub device: u64,
     /// The mirror's legs at its last RESUME, if any were recorded.
     pub legs: Option<LegSet>,
+    /// The disk log's sticky conditions (`log::disk::flags`).
+    pub flags: u32,
+    /// When the disk log last began loading its device (0: never).
+    pub load_stamp: u64,
 }
 
 /// The state directory, open for the daemon's lifetime.
@@ -219,12 +229,21 @@ impl StateDir {
         allocate(&file, total)?;
         let device = u64_field(&header, field::DEVICE);
         let legs = saved_legs(&header);
+        let flags = u32::from_le_bytes([
+            header[field::FLAGS],
+            header[field::FLAGS + 1],
+            header[field::FLAGS + 2],
+            header[field::FLAGS + 3],
+        ]);
+        let load_stamp = u64_field(&header, field::LOAD_STAMP);
         let (clean, sync) = self.map(&file, id.region_count)?;
         Ok(Some(Saved {
             clean,
             sync,
             device,
             legs,
+            flags,
+            load_stamp,
         }))
     }
 
@@ -246,6 +265,43 @@ impl StateDir {
     /// removal takes the device out of the table list before it suspends
     /// it). Best effort: without them, the saved bits are not written.
     pub fn save_legs(&self, uuid: &[u8], luid: u64, legs: &LegSet) {
+        let mut bytes = [0u8; 8 + 8 * MAX_LEGS];
+        bytes[..8].copy_from_slice(&(legs.len() as u64).to_le_bytes());
+        for (i, &(major, minor)) in legs.iter().enumerate() {
+            let at = 8 + 8 * i;
+            bytes[at..at + 8].copy_from_slice(&stat::makedev(major, minor).to_le_bytes());
+        }
+        self.write_field(uuid, luid, field::LEG_COUNT, &bytes, "the legs");
+    }
+
+    /// Records a disk log's sticky conditions (a failed device, legs that
+    /// could not be flushed, a newer log on its device), so a restarted
+    /// daemon reports and honours them as the kernel's own log does for
+    /// the log's life. Best effort, as the state file itself.
+    pub fn save_flags(&self, uuid: &[u8], luid: u64, flags: u32) {
+        self.write_field(
+            uuid,
+            luid,
+            field::FLAGS,
+            &flags.to_le_bytes(),
+            "the failure flags",
+        );
+    }
+
+    /// Records when a disk log began loading its device.
+    pub fn save_load_stamp(&self, uuid: &[u8], luid: u64, stamp: u64) {
+        self.write_field(
+            uuid,
+            luid,
+            field::LOAD_STAMP,
+            &stamp.to_le_bytes(),
+            "the load time",
+        );
+    }
+
+    /// Writes `bytes` at `at` in the header of a log's state file, if it
+    /// has one.
+    fn write_field(&self, uuid: &[u8], luid: u64, at: usize, bytes: &[u8], what: &str) {
         let name = file_name(uuid, luid);
         let Ok(fd) = nix::fcntl::openat(
             &self.dir,
@@ -255,14 +311,8 @@ impl StateDir {
         ) else {
             return;
         };
-        let mut bytes = [0u8; 8 + 8 * MAX_LEGS];
-        bytes[..8].copy_from_slice(&(legs.len() as u64).to_le_bytes());
-        for (i, &(major, minor)) in legs.iter().enumerate() {
-            let at = 8 + 8 * i;
-            bytes[at..at + 8].copy_from_slice(&stat::makedev(major, minor).to_le_bytes());
-        }
-        if let Err(e) = File::from(fd).write_all_at(&bytes, field::LEG_COUNT as u64) {
-            log::warn!("cannot record the legs in state file {name}: {e}");
+        if let Err(e) = File::from(fd).write_all_at(bytes, at as u64) {
+            log::warn!("cannot record {what} in state file {name}: {e}");
         }
     }
 
@@ -464,17 +514,24 @@ mod tests {
             clean.set(3);
             sync.set(124);
         }
-        assert!(dir.restore(&id).unwrap().unwrap().legs.is_none());
+        let fresh = dir.restore(&id).unwrap().unwrap();
+        assert!(fresh.legs.is_none());
+        assert_eq!(fresh.flags, 0, "a new log is healthy");
+        drop(fresh);
         let mut recorded = LegSet::new();
         recorded.extend([(253, 1), (8, 1048576)]);
         dir.save_legs(b"u1", 7, &recorded);
+        dir.save_flags(b"u1", 7, 0b101);
         let Saved {
             clean,
             sync,
             device,
             legs,
+            flags,
+            ..
         } = dir.restore(&id).unwrap().unwrap();
         assert_eq!(legs, Some(recorded));
+        assert_eq!(flags, 0b101);
         assert_eq!(device, 0xfd_0000_0007);
         assert!(clean.test(3) && !clean.test(4));
         assert!(sync.test(124) && sync.count_ones() == 1);

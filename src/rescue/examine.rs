@@ -8,31 +8,20 @@ use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::{self, Mode, SFlag};
 
 use crate::bitmap::Bitmap;
+pub use crate::cli::ExamineOptions;
 use crate::log::device::parse_dev_numbers;
 use crate::log::disk::{self, IO_BUF_LEN, IoBuf, MAGIC, VERSION};
 use crate::startup::ExitCode;
 use crate::sys;
 
 const SECTOR: u128 = 512;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExamineOptions {
-    /// A path or "major:minor".
-    pub device: String,
-    /// List the dirty regions.
-    pub dirty: bool,
-    /// The mirror's region size in sectors: list the dirty byte ranges.
-    pub region_size: Option<u32>,
-    /// Where a major:minor device gets its short-lived node.
-    pub node_dir: PathBuf,
-}
 
 /// What was opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,7 +316,7 @@ mod tests {
             device: "/dev/mapper/m0_log".into(),
             dirty,
             region_size,
-            node_dir: PathBuf::from("/dev"),
+            node_dir: std::path::PathBuf::from("/dev"),
         }
     }
 

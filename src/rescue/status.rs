@@ -11,17 +11,14 @@ use nix::fcntl::{Flock, FlockArg, OFlag};
 use nix::sys::stat::Mode;
 
 use super::json_string;
+use crate::admin::mirrors::{self, MirrorView};
+pub use crate::cli::StatusOptions;
+use crate::config;
+use crate::dmctl::Control;
 use crate::log::params;
 use crate::log::state::{SavedLog, read_saved_log};
 use crate::server::Uuid;
 use crate::startup::ExitCode;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatusOptions {
-    pub state_dir: PathBuf,
-    pub pidfile: Option<PathBuf>,
-    pub json: bool,
-}
 
 /// Whether the daemon that writes the state files runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,10 +139,35 @@ pub fn read_live_logs(dir: &Path) -> Result<(Vec<LiveLog>, Vec<String>), String>
     Ok((logs, problems))
 }
 
-/// Runs `status`: exit code 0, or 1 when the state directory or a state
-/// file cannot be read.
+/// The mirrors dm-ulogd made and those configured, through device-mapper
+/// (its control device opened read-only; only asking ioctls); the
+/// configured ones alone when device-mapper is not there.
+fn read_mirrors(opts: &StatusOptions, problems: &mut Vec<String>) -> Vec<MirrorView> {
+    let configured = config::load(&opts.config, true).unwrap_or_else(|e| {
+        problems.push(e.to_string());
+        Vec::new()
+    });
+    let Ok(mut ctl) = Control::open_read_only() else {
+        return configured
+            .iter()
+            .map(|m| MirrorView {
+                name: m.name.clone(),
+                table: None,
+                status: None,
+                in_config: true,
+            })
+            .collect();
+    };
+    mirrors::list(&mut ctl, &configured).unwrap_or_else(|e| {
+        problems.push(e);
+        Vec::new()
+    })
+}
+
+/// Runs `status`: exit code 0, or 1 when the state directory, a state
+/// file or the configuration cannot be read.
 pub fn run(opts: &StatusOptions) -> ExitCode {
-    let (logs, problems) = match read_live_logs(&opts.state_dir) {
+    let (logs, mut problems) = match read_live_logs(&opts.state_dir) {
         Ok(found) => found,
         Err(msg) => {
             eprintln!("dm-ulogd status: {msg}");
@@ -153,11 +175,16 @@ pub fn run(opts: &StatusOptions) -> ExitCode {
         }
     };
     let daemon = daemon_state(opts.pidfile.as_deref());
+    let mirrors = read_mirrors(opts, &mut problems);
     let mut out = io::BufWriter::new(io::stdout().lock());
     let written = if opts.json {
-        render_json(&daemon, &logs, &mut out)
+        render_json(&daemon, &logs, &mut out).and_then(|()| render_mirrors_json(&mirrors, &mut out))
     } else {
-        render_text(&daemon, opts, &logs, &mut out)
+        render_text(&daemon, opts, &logs, &mut out).and_then(|()| {
+            mirrors
+                .iter()
+                .try_for_each(|m| writeln!(out, "{}", m.line()))
+        })
     };
     if let Err(e) = written.and_then(|()| out.flush()) {
         eprintln!("dm-ulogd status: cannot write the report: {e}");
@@ -165,6 +192,16 @@ pub fn run(opts: &StatusOptions) -> ExitCode {
     }
     for p in &problems {
         eprintln!("dm-ulogd status: {p}");
+    }
+    if opts.wait {
+        let active: Vec<String> = mirrors
+            .iter()
+            .filter(|m| m.table.is_some())
+            .map(|m| m.name.clone())
+            .collect();
+        if let Ok(mut ctl) = Control::open_read_only() {
+            mirrors::wait_in_sync(&mut ctl, &active);
+        }
     }
     if problems.is_empty() {
         ExitCode::Ok
@@ -234,6 +271,37 @@ pub fn render_text(
     Ok(())
 }
 
+/// One JSON object per line per mirror, after the logs': they have a
+/// "mirror" key where the logs' have "uuid".
+pub fn render_mirrors_json(mirrors: &[MirrorView], out: &mut impl Write) -> io::Result<()> {
+    for m in mirrors {
+        let optional = |v: Option<String>| v.unwrap_or_else(|| "null".into());
+        let t = m.table.as_ref();
+        let s = m.status.as_ref();
+        let legs = t.map(|t| {
+            let legs: Vec<String> = t.legs.iter().map(|(d, _)| json_string(d)).collect();
+            format!("[{}]", legs.join(","))
+        });
+        writeln!(
+            out,
+            "{{\"mirror\":{},\"active\":{},\"log_server\":{},\"log_type\":{},\"log_device\":{},\
+             \"in_sync\":{},\"regions\":{},\"log_health\":{},\"legs\":{},\"leg_health\":{},\"in_config\":{}}}",
+            json_string(&m.name),
+            t.is_some(),
+            optional(t.map(|t| json_string(t.owner().word()))),
+            optional(t.map(|t| json_string(&t.log_type))),
+            optional(t.and_then(|t| t.log_device()).map(json_string)),
+            optional(s.map(|s| s.in_sync.to_string())),
+            optional(s.map(|s| s.regions.to_string())),
+            optional(s.map(|s| json_string(s.log_health()))),
+            optional(legs),
+            optional(s.map(|s| json_string(&s.leg_health))),
+            m.in_config,
+        )?;
+    }
+    Ok(())
+}
+
 /// One JSON object per line per log.
 pub fn render_json(daemon: &Daemon, logs: &[LiveLog], out: &mut impl Write) -> io::Result<()> {
     let pid = match daemon {
@@ -287,6 +355,8 @@ mod tests {
             state_dir: PathBuf::from("/run/dm-ulogd"),
             pidfile: Some(PathBuf::from("/run/dm-ulogd.pid")),
             json: false,
+            config: PathBuf::from("/etc/dm-ulogd/mirrors"),
+            wait: false,
         }
     }
 

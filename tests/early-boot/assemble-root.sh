@@ -1,19 +1,27 @@
 #!/bin/sh
-# Test-only: assembles the guest's root file system device in the initramfs,
-# the way LVM or an administrator's local-top script would: the mirror
-# "dmroot" over /dev/vda and /dev/vdb whose dirty log is served by dm-ulogd,
-# a `disk` log on /dev/vdc, region size 1024 sectors.
+# Test-only: records, for the real root's /sbin/init
+# (tests/early-boot/root-init.sh), what the initramfs did around the assembly
+# of the root mirror "dmroot". It assembles nothing: the project's own boot
+# script (initramfs-tools: scripts/local-top/dm-ulogd) or unit (dracut:
+# dm-ulogd-assemble.service) does, from the configuration line in
+# tests/early-boot/mirrors that the hook or the module copied into the image
+# as /etc/dm-ulogd/mirrors: dmroot over /dev/vda and /dev/vdb, a disk log on
+# /dev/vdc, region size 1024 sectors.
 #
-# initramfs-tools: installed as scripts/local-top/dmulogd-test-root (runs after
-# init-top/dm-ulogd started the daemon, before the root device is waited for).
-# dracut: run by dmulogd-test-root.service, ordered after the daemon's unit.
+# Two moments, named by the first argument or, for initramfs-tools, by where
+# the script is installed:
+#   before  initramfs-tools: scripts/init-premount/dmulogd-test-root (after
+#           init-top/dm-ulogd started the daemon, before local-top);
+#           dracut: dmulogd-test-root.service, before dm-ulogd-assemble.service.
+#   after   initramfs-tools: scripts/local-top/dmulogd-test-assembled (PREREQ
+#           dm-ulogd); dracut: dmulogd-test-assembled.service, after
+#           dm-ulogd-assemble.service, before the root device is awaited.
 #
-# Records for the real root's /sbin/init (tests/early-boot/root-init.sh), in
-# /run/dmulogd-test/ (/run is moved to the real root at switch_root):
+# Records in /run/dmulogd-test/ (/run is moved to the real root at switch_root):
 #   daemon-pid        the pid of the dm-ulogd that listened here
 #   log-before        the log device before assembly: its first 16 bytes (hex;
 #                     the header) and how many of the 128 clean bits are set
-#   assembly-status   `dmsetup status dmroot` right after the table was loaded
+#   assembly-status   `dmsetup status dmroot` right after the assembly
 #   builder           initramfs-tools or dracut
 #   units             dracut only: "DAEMON_ACTIVE TRIGGER_START HOST_RESULT HOST_STATE":
 #                     when dm-ulogd-initrd.service became active and when
@@ -23,7 +31,15 @@
 #                     module runs here after the initrd daemon
 # On failure it prints "DMULOGD-RESULT: FAIL ..." and powers off.
 case ${1:-} in
-prereqs) exit 0 ;;
+prereqs)
+    case $0 in */local-top/*) echo dm-ulogd ;; esac
+    exit 0
+    ;;
+esac
+moment=${1:-}
+case $0 in
+*/init-premount/*) moment=before ;;
+*/local-top/*) moment=after ;;
 esac
 
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin
@@ -48,6 +64,18 @@ die() {
 builder=dracut
 [ -f /scripts/functions ] && builder=initramfs-tools
 echo "$builder" >"$out/builder"
+
+if [ "$moment" = after ]; then
+    [ "$(cat /run/dm-ulogd.pid 2>/dev/null)" = "$(cat "$out/daemon-pid")" ] ||
+        die "dm-ulogd is not the daemon that listened before the assembly"
+    # The project's script or unit made /dev/mapper/dmroot (with udev, through it).
+    [ -b /dev/mapper/dmroot ] || die "/dev/mapper/dmroot does not exist after the assembly: $(dm-ulogd status 2>&1 | tail -n 2)"
+    st=$(dmsetup status dmroot) || die "dmsetup status dmroot failed"
+    echo "$st" >"$out/assembly-status"
+    say "dmroot assembled from /etc/dm-ulogd/mirrors: $st"
+    exit 0
+fi
+[ "$moment" = before ] || die "assemble-root.sh: say before or after (got '$moment')"
 
 # The disks: two legs and the log; the real root later uses /dev/vdd.
 for d in vda vdb vdc vdd; do
@@ -94,19 +122,4 @@ if [ "$builder" = dracut ]; then
     say "dm-ulogd-initrd.service active at ${d}us, udev coldplug started at ${u}us; host unit dm-ulogd.service: $hs ($hr)"
 fi
 
-sectors=$(cat /sys/block/vda/size)
-[ "$sectors" = "$(cat /sys/block/vdb/size)" ] || die "legs differ in size"
-table="0 $sectors mirror userspace 5 dmulogd-early-boot-root disk 2 /dev/vdc 1024 2 /dev/vda 0 /dev/vdb 0"
-dmsetup create dmroot --table "$table" >"$out/create.log" 2>&1 ||
-    die "dmsetup create dmroot failed: $(cat "$out/create.log")"
-st=$(dmsetup status dmroot) || die "dmsetup status dmroot failed"
-echo "$st" >"$out/assembly-status"
-say "assembled dmroot: $st"
-# udev makes /dev/mapper/dmroot; wait for it like the root device wait would.
-n=0
-while [ ! -b /dev/mapper/dmroot ] && [ $n -lt 100 ]; do
-    sleep 0.1
-    n=$((n + 1))
-done
-[ -b /dev/mapper/dmroot ] || die "/dev/mapper/dmroot did not appear"
 exit 0

@@ -1,7 +1,7 @@
 #!/bin/sh
 # /sbin/init of the early-boot tests' real root file system (busybox sh, PID 1),
 # installed by initramfs/early-boot/make-root.sh. The root is the mirror
-# "dmroot" that the initramfs assembled (tests/early-boot/assemble-root.sh)
+# "dmroot" that the initramfs assembled from its configuration line (tests/early-boot/mirrors)
 # with its dirty log served by the dm-ulogd the initramfs started.
 #
 # Kernel command line:
@@ -18,7 +18,7 @@ export DM_DISABLE_UDEV=1
 con=/dev/console
 T=/run/dmulogd-test
 NR=128             # regions of dmroot: 64 MiB legs, 1024-sector regions
-ROOT_UUID=dmulogd-early-boot-root
+ROOT_UUID=dmulogd-dmroot
 LATE_UUID=dmulogd-early-boot-late
 DENY='Request timed out|Unable to send log request|Userspace log server not found|Server error|dm-log-userspace.*(rror|ailed)|dirty region log|Call Trace|BUG:|WARNING:|Oops|hung_task|blocked for more than|EXT4-fs error'
 

@@ -142,12 +142,7 @@ wait_in_sync m0 120
 wait_in_sync m1 120
 compare_mirror m0
 compare_mirror m1
-want=$(md5sum </tmp/pattern | cut -d' ' -f1)
-for leg in m0_0 m0_1 m1_0 m1_1; do
-    got=$(dd if=/dev/mapper/$leg bs=1M skip=$PATTERN_MB count=4 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
-    [ "$got" = "$want" ] || fail "leg $leg does not hold the pattern written across the first kill"
-done
-log "all four legs hold the pattern written across the first kill"
+legs_hold_pattern "the first kill"
 
 # The first request after a restart is the IN_SYNC of a write to a region the
 # mirror does not cache (idle mirrors drop clean regions from their cache).

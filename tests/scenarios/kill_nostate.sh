@@ -105,12 +105,7 @@ wait_in_sync m0 120
 wait_in_sync m1 120
 compare_mirror m0
 compare_mirror m1
-want=$(md5sum </tmp/pattern | cut -d' ' -f1)
-for leg in m0_0 m0_1 m1_0 m1_1; do
-    got=$(dd if=/dev/mapper/$leg bs=1M skip=$PATTERN_MB count=4 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
-    [ "$got" = "$want" ] || fail "leg $leg does not hold the pattern written across the kill"
-done
-log "all four legs hold the pattern written across the kill"
+legs_hold_pattern "the kill"
 daemon_alive || fail "dm-ulogd died"
 remove_dev m0
 remove_dev m1

@@ -580,6 +580,18 @@ compare_legs() {
 # compare_mirror NAME: compare_legs NAME_0 NAME_1
 compare_mirror() { compare_legs "${1}_0" "${1}_1"; }
 
+# legs_hold_pattern WHEN: fail unless every leg of m0 and m1 holds
+# /tmp/pattern at PATTERN_MB MiB, the pattern written across WHEN (the kill
+# scenarios).
+legs_hold_pattern() {
+    _want=$(md5sum </tmp/pattern | cut -d' ' -f1)
+    for _leg in m0_0 m0_1 m1_0 m1_1; do
+        _got=$(dd if=/dev/mapper/$_leg bs=1M skip=$PATTERN_MB count=4 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
+        [ "$_got" = "$_want" ] || fail "leg $_leg does not hold the pattern written across $1"
+    done
+    log "all four legs hold the pattern written across $1"
+}
+
 # ---------------------------------------------------------------- on-disk log
 # The kernel's disk log format (PROTOCOL.md section 7): header at byte 0
 # (magic u32 0x4D695272, version u32, nr_regions u64, little-endian), clean

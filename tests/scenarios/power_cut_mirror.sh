@@ -1,13 +1,21 @@
 #!/bin/sh
-# Power loss with volatile write caches (tests/power_cut.rs drives it; issue 9).
+# Power loss with volatile write caches (tests/power_cut.rs drives it; issue 9,
+# issue 24).
 #
-# Disks (the host serves each through nbdkit): /dev/vda leg 0 and /dev/vdc the
-# log device behind a volatile write-back cache, /dev/vdb leg 1 written
-# through; /dev/vdd a probe behind a volatile cache, which the host reads
-# after the cut (a flushed block must be there, an unflushed one lost). A mirror of 1024 regions of 8 KiB spans the two legs whole. The
-# host cuts the power (SIGKILL of qemu and of every nbdkit) while fio writes,
-# so whatever the cached disks were not asked to flush is lost; it boots the
-# guest again on the same disks.
+# Disks (the host serves each through nbdkit): /dev/vda leg 0 behind a
+# volatile write-back cache, /dev/vdb leg 1 written through, /dev/vdc a probe
+# behind a volatile cache (qemu's virtio-blk: no FUA, flushes only). The log
+# device (dm-linear over /dev/nbd0, see LOG_OFFSET) and a second probe
+# /dev/nbd1 are attached by this kernel's own NBD client (nbd.ko,
+# nbd-client) over qemu's user network, so that the guest sends FUA writes
+# as such: a FUA write makes only its own 4 KiB cache block durable, a plain
+# write is lost unless a flush completed after it. The
+# host reads the probes after the cut (a flushed block must be there, an
+# unflushed one lost; on /dev/nbd1 a FUA block must be there too). A mirror
+# of 8192 regions of 1 KiB spans the two legs whole. The host cuts the power
+# (SIGKILL of qemu and of every nbdkit) while fio writes, so whatever the
+# cached disks did not make durable is lost; it boots the guest again on the
+# same disks.
 #
 # Kernel parameters (one boot can do both, verify first):
 #   powercut.verify=LOG  assemble the mirror on the log device as the cut left
@@ -15,22 +23,53 @@
 #                        resyncs), wait for sync, compare the legs region by
 #                        region; print one POWERCUT-VERIFY line
 #   powercut.load=LOG    leg 1 a copy of leg 0, a fresh mirror on them (zeroed
-#                        log, nosync), the probe written, every disk flushed, fio writing (4 jobs, random 4 KiB direct
-#                        writes, each job in its own quarter); print
-#                        POWERCUT-LOAD-STARTED once writes reach the legs,
-#                        then wait for the cut
+#                        log, nosync), the probes written, every disk flushed,
+#                        fio writing (4 jobs, random 4 KiB direct writes, each
+#                        job in its own quarter); print POWERCUT-LOAD-STARTED
+#                        once writes reach the legs, then wait for the cut
 # LOG: kdisk (the kernel's own disk log), udisk (dm-ulogd disk), udisk_if
 # (dm-ulogd disk with integrated_flush).
 . /scenarios/lib.sh
 
 LEG0=/dev/vda
 LEG1=/dev/vdb
-LOGDEV=/dev/vdc
-PROBE=/dev/vdd
-REGION=16        # sectors: 8 KiB
-NR=1024
+PROBE=/dev/vdc
+LOG_NBD=/dev/nbd0
+FUA_PROBE=/dev/nbd1
+# The log device: nbd0 from sector 5 on, so that the log's image (header in
+# sector 0, clean bits in sectors 2 and 3) straddles the 4 KiB cache blocks
+# of nbd0's server: sectors 0-2 in block 0, sector 3 (regions 4096-8191) in
+# block 1. A FUA write of one bits sector then leaves a plain write of the
+# other in the cache (tests/power_cut.rs, LOG_IMAGE_OFFSET).
+LOG_OFFSET=5
+LOGDEV=/dev/mapper/plog
+# The host forwards these guest addresses to the nbdkit of the log and of the
+# FUA probe (tests/power_cut.rs, GUEST_NBD_HOST and the disks' ports).
+NBD_HOST=10.0.2.100
+LOG_PORT=10809
+FUA_PROBE_PORT=10810
+REGION=2         # sectors: 1 KiB
+NR=8192
 SECTORS=$((NR * REGION))
 REGION_BYTES=$((REGION * 512))
+
+# attach_nbd: the network up, then the log device and the FUA probe through
+# nbd.ko; both must take FUA and have a write-back cache.
+attach_nbd() {
+    run ip link set lo up
+    run ip link set eth0 up
+    run ip addr add 10.0.2.15/24 dev eth0
+    run nbd-client $NBD_HOST $LOG_PORT $LOG_NBD -N "" -b 512 >/dev/null
+    run nbd-client $NBD_HOST $FUA_PROBE_PORT $FUA_PROBE -N "" -b 512 >/dev/null
+    for _d in $LOG_NBD $FUA_PROBE; do
+        _q=/sys/block/${_d#/dev/}/queue
+        [ "$(cat $_q/fua)" = 1 ] || fail "$_d: no FUA (queue/fua $(cat $_q/fua)): the guest would emulate it with flushes"
+        [ "$(cat $_q/write_cache)" = "write back" ] || fail "$_d: write_cache '$(cat $_q/write_cache)': the guest would send no flushes"
+    done
+    _s=$(cat /sys/block/${LOG_NBD#/dev/}/size)
+    run dmsetup create plog --table "0 $((_s - LOG_OFFSET)) linear $LOG_NBD $LOG_OFFSET" >/dev/null
+    [ -b $LOGDEV ] || run dmsetup mknodes plog >/dev/null
+}
 
 # mirror_log_words LOG [nosync]
 mirror_log_words() {
@@ -73,7 +112,7 @@ clean_regions() {
 
 # divergent_regions: the regions where the legs differ (read with O_DIRECT),
 # one a line. Writes and losses are whole 4 KiB blocks of random data (fio,
-# bs=4k), so the first 8 bytes of each block tell its version; a cmp of the
+# bs=4k), so the first 8 bytes of each 1 KiB tell its version; a cmp of the
 # whole legs (LEGS_IDENTICAL=yes|no) backs the count. The lines start with
 # "x" so that awk compares them as strings, never as numbers.
 divergent_regions() {
@@ -81,9 +120,9 @@ divergent_regions() {
     run dd if=$LEG1 of=/tmp/leg1 bs=64k iflag=direct >/dev/null
     if cmp -s /tmp/leg0 /tmp/leg1; then LEGS_IDENTICAL=yes; else LEGS_IDENTICAL=no; fi
     for _l in 0 1; do
-        hexdump -v -e '"x" 2/4 "%08x" 1/4088 "" "\n"' /tmp/leg$_l >/tmp/leg$_l.blocks
+        hexdump -v -e '"x" 2/4 "%08x" 1/1016 "" "\n"' /tmp/leg$_l >/tmp/leg$_l.blocks
     done
-    awk -v per=$((REGION_BYTES / 4096)) '
+    awk -v per=$((REGION_BYTES / 1024)) '
         NR == FNR { b[FNR] = $0; next }
         b[FNR] != $0 { r = int((FNR - 1) / per); if (!(r in seen)) { seen[r] = 1; print r } }' \
         /tmp/leg0.blocks /tmp/leg1.blocks
@@ -105,13 +144,13 @@ verify() {
 }
 
 load() {
-    for _d in $LEG0 $LOGDEV; do
+    for _d in $LEG0 $PROBE; do
         _wc=$(cat "/sys/block/${_d#/dev/}/queue/write_cache")
         [ "$_wc" = "write back" ] ||
             fail "$_d: write_cache '$_wc': the guest would send no flushes (qemu needs cache=writeback)"
     done
     run dd if=$LEG0 of=$LEG1 bs=1M iflag=direct oflag=direct >/dev/null
-    zero_dev $LOGDEV
+    zero_dev $LOG_NBD
     assemble "$1" nosync
     wait_in_sync m0 10
     # Probe block 0 flushed, block 1 not: the cut must keep the one and lose
@@ -119,6 +158,15 @@ load() {
     run dd if=/dev/urandom of=$PROBE bs=4k count=1 oflag=direct >/dev/null
     flush_disk $PROBE
     run dd if=/dev/urandom of=$PROBE bs=4k count=1 seek=1 oflag=direct >/dev/null
+    # The FUA probe: block 0 flushed, block 1 a plain write, then block 2 a
+    # FUA write (O_DIRECT|O_DSYNC through Linux AIO, as dm-ulogd writes its
+    # log): the cut must keep 0 and 2 and lose 1, or a FUA write is not
+    # durable alone, or it flushed what came before it.
+    run dd if=/dev/urandom of=$FUA_PROBE bs=4k count=1 oflag=direct >/dev/null
+    flush_disk $FUA_PROBE
+    run dd if=/dev/urandom of=$FUA_PROBE bs=4k count=1 seek=1 oflag=direct >/dev/null
+    run fio --name=fua-probe --filename=$FUA_PROBE --rw=write --bs=4k --size=4k --offset=8k \
+        --direct=1 --sync=dsync --ioengine=libaio --output=/dev/null >/dev/null
     for _d in $LEG0 $LEG1 $LOGDEV; do flush_disk $_d; done
     _before=$(awk '{ print $5 }' /sys/block/vdb/stat)
     # Each job writes its own quarter, one write at a time: two writes in
@@ -144,6 +192,7 @@ load() {
 verify_log=$(boot_param powercut.verify)
 load_log=$(boot_param powercut.load)
 [ -n "$verify_log$load_log" ] || fail "neither powercut.verify nor powercut.load on the kernel command line"
+attach_nbd
 [ -z "$verify_log" ] || verify "$verify_log"
 [ -z "$load_log" ] || load "$load_log"
 pass

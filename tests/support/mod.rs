@@ -104,11 +104,17 @@ pub fn sparse_disks(dir: &Path, count: usize, bytes: u64) -> Vec<PathBuf> {
 /// Builds the test initramfs for `arch` around `daemon` at `image`
 /// (initramfs/build-image.sh).
 pub fn build_image(image: &Path, daemon: &Path, arch: &str) -> Result<(), String> {
+    build_image_with(image, daemon, &[("DMULOGD_ARCH", arch)])
+}
+
+/// `build_image` with `envs` for build-image.sh (DMULOGD_ARCH,
+/// DMULOGD_KERNEL, ...).
+pub fn build_image_with(image: &Path, daemon: &Path, envs: &[(&str, &str)]) -> Result<(), String> {
     let mut cmd = Command::new("sh");
     cmd.arg(repo("initramfs/build-image.sh"))
         .arg(image)
         .arg(daemon)
-        .env("DMULOGD_ARCH", arch)
+        .envs(envs.iter().copied())
         .stdin(Stdio::null());
     let started = Instant::now();
     let out = cmd

@@ -1,7 +1,18 @@
-//! The command line, parsed by hand.
+//! The command line, parsed by hand: the daemon's options here, the
+//! subcommands' in subcommands.rs. Every option type lives in this module,
+//! so the modules that run a command import from it and it imports none of
+//! them.
+
+mod help;
+mod subcommands;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+
+pub use help::HELP;
+pub use subcommands::{
+    AssembleOptions, ConvertOptions, CreateOptions, ExamineOptions, RemoveOptions, StatusOptions,
+};
 
 pub const DEFAULT_PIDFILE: &str = "/run/dm-ulogd.pid";
 pub const DEFAULT_STATE_DIR: &str = "/run/dm-ulogd";
@@ -24,70 +35,6 @@ pub const MEMORY_BUDGET_MAX: usize = if usize::BITS > 40 {
 /// burst; above it the kernel's doubled buffer size would overflow an int.
 pub const RCVBUF_MIN: usize = 64 << 10;
 pub const RCVBUF_MAX: usize = 1 << 30;
-
-pub const HELP: &str = "\
-dm-ulogd: a single-node server for device-mapper's userspace dirty log
-
-Usage: dm-ulogd [options]
-       dm-ulogd examine DEVICE [--dirty] [--region-size SECTORS] [--node-dir DIR]
-       dm-ulogd status [--state-dir DIR] [--pidfile PATH] [--json]
-
-Serves the dirty-region logs of device-mapper mirrors whose table names a
-`userspace` log (`mirror userspace <n> <uuid> [integrated_flush] <type> ...`),
-with the semantics of the kernel's own logs. Log types: core, disk,
-clustered-core, clustered-disk. Start it before loading such a table.
-
-Options:
-  -d, --daemon             detach; the parent exits 0 once the daemon listens,
-                           or non-zero with its error. Logs go to /dev/kmsg.
-      --pidfile PATH       pid file, locked while running (default /run/dm-ulogd.pid;
-                           `none` for no pid file)
-      --state-dir DIR      where each log's bits are kept so a restarted daemon
-                           resumes them; keep it on tmpfs (default /run/dm-ulogd)
-      --node-dir DIR       where a major:minor log device gets a short-lived device
-                           node; must allow device nodes (default /dev)
-      --max-logs N         most logs served at once, 1 to 65536 (default 256)
-      --memory-budget SIZE most memory for all bitmaps together, with an optional
-                           K, M, G or T suffix, 1K to 1T (default 64M); a log that
-                           does not fit is refused with -ENOMEM
-      --rcvbuf SIZE        netlink receive queue, 64K to 1G (default 4M)
-      --no-mlock           do not lock memory (mlockall) or opt out of the OOM killer
-      --root-storage       run as a root storage daemon: re-execute with argv[0]
-                           \"@dm-ulogd\" so systemd spares it at switch_root and at
-                           shutdown (use when started from an initramfs)
-  -v, --verbose            more log output (-vv for every request); RUST_LOG overrides
-  -h, --help               this text
-  -V, --version            version and git revision
-
-Rescue tools (read-only: they open everything O_RDONLY and write nothing):
-  examine DEVICE           what a disk log device (a path or major:minor) records,
-                           without the daemon or device-mapper: the header, the
-                           device size and whether the image fits, clean and dirty
-                           region counts; the kernel's disk logs and dm-ulogd's alike
-      --dirty              also list the dirty regions as ranges
-      --region-size N      the mirror's region size in sectors: also list the dirty
-                           byte ranges of the mirror (what a load would resync)
-      --node-dir DIR       where a major:minor device gets its short-lived node
-                           (default /dev)
-                           Not a dm disk log (wrong magic, too small, unreadable):
-                           one line on stderr, exit code 1.
-  status                   each live log of the daemon, from its state files: uuid,
-                           type, regions, in sync, dirty, log device; and whether
-                           the daemon runs (it holds the pid file's lock)
-      --state-dir DIR      the daemon's --state-dir (default /run/dm-ulogd)
-      --pidfile PATH       the daemon's --pidfile (default /run/dm-ulogd.pid)
-      --json               one JSON object per line per log
-
-Signals: SIGTERM/SIGINT exit when no log is live (otherwise refused and logged:
-exiting would freeze those mirrors); SIGUSR1 and SIGHUP log a summary of every
-log (there is no configuration to reload). Every other signal that would stop
-or kill the daemon is ignored (SIGQUIT, SIGUSR2, SIGALRM, ... are logged as
-ignored); only SIGKILL and SIGSTOP, which cannot be caught, and real faults
-(SIGSEGV, SIGBUS, ...) act.
-Exit codes: 0 ok, 1 runtime error, 2 usage error, 3 environment (privileges,
-no netlink connector, another network namespace, an unsafe state directory),
-4 another instance holds the pid file or the state directory.
-";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
@@ -123,8 +70,12 @@ impl Default for Options {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Run(Options),
-    Examine(crate::rescue::ExamineOptions),
-    Status(crate::rescue::StatusOptions),
+    Examine(ExamineOptions),
+    Status(StatusOptions),
+    Create(CreateOptions),
+    Assemble(AssembleOptions),
+    Convert(ConvertOptions),
+    Remove(RemoveOptions),
     Help,
     Version,
 }
@@ -180,9 +131,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     let mut opts = Options::default();
     let mut args = args.into_iter().peekable();
     let first = args.peek().and_then(|a| a.to_str());
-    if let Some(sub) = first.and_then(crate::rescue::Subcommand::from_word) {
+    if let Some(sub) = first.and_then(subcommands::Subcommand::from_word) {
         args.next();
-        return crate::rescue::parse(sub, &mut args);
+        return subcommands::parse(sub, &mut args);
     }
     while let Some(arg) = args.next() {
         let arg = arg

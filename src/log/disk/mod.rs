@@ -1,3 +1,6 @@
+//! The persistence half of a disk log: `DiskStore` keeps a log device's image
+//! current through the steps it plans (step.rs), in the kernel's format (image.rs).
+//!
 //! The kernel's on-disk log format (dm-log.c), so a log device moves between
 //! the kernel's `disk` log and dm-ulogd in both directions:
 //! a little-endian header at byte 0 (magic, version 2, nr_regions) and the
@@ -6,77 +9,29 @@
 //! Only the device blocks whose bits changed since the last flush are
 //! written, through one preallocated aligned staging buffer.
 
+mod image;
+mod step;
+
+pub use image::{
+    BITMAP_OFFSET, HEADER_LEN, MAGIC, VERSION, image_len, load_clean_bits, parse_header,
+};
+pub use step::{
+    DeviceIo, IO_BUF_LEN, IoBuf, MAX_WRITE_SPANS, Span, Spans, Step, StepError, run_step,
+};
+
 use nix::errno::Errno;
 
 use super::device::LogDevice;
+use super::legs::LegSet;
 use super::params::SyncMode;
-use crate::bitmap::{self, Bitmap};
-use crate::mirrors::{LegSet, MirrorError, Mirrors};
+use crate::bitmap::Bitmap;
 use crate::sys::aio::STAGING_LEN;
+use image::{and_clean_bits, render_image};
 
-pub const MAGIC: u32 = 0x4D69_5272;
-pub const VERSION: u32 = 2;
-/// Byte offset of the clean bits (LOG_OFFSET = 2 sectors).
-pub const BITMAP_OFFSET: u64 = 1024;
-/// Bytes of the header that carry fields (magic, version, nr_regions).
-pub const HEADER_LEN: usize = 16;
-
-/// Size of the staging buffer for log device I/O. Larger transfers are split.
-pub const IO_BUF_LEN: usize = STAGING_LEN;
 /// Changed blocks at most this many bytes apart are written as one transfer:
 /// rewriting a few unchanged blocks costs less than another write request
 /// (and on a small log every flush becomes a single write).
 pub const MERGE_GAP: u64 = 16 * 1024;
-const IO_ALIGN: usize = 4096;
-
-/// A page-aligned buffer for O_DIRECT transfers, allocated once at start-up.
-pub struct IoBuf {
-    storage: Vec<u8>,
-    offset: usize,
-}
-
-impl Default for IoBuf {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl IoBuf {
-    pub fn new() -> Self {
-        let storage = vec![0u8; IO_BUF_LEN + IO_ALIGN];
-        let offset = storage.as_ptr().align_offset(IO_ALIGN);
-        IoBuf { storage, offset }
-    }
-
-    /// The first `len` bytes (at most IO_BUF_LEN), aligned for O_DIRECT.
-    pub fn get(&mut self, len: usize) -> &mut [u8] {
-        &mut self.storage[self.offset..self.offset + len]
-    }
-}
-
-/// Bytes the on-disk image needs for `region_count` regions on a device with
-/// `block_size` logical blocks.
-pub fn image_len(region_count: u64, block_size: u64) -> u64 {
-    let bitmap_bytes = bitmap::words_for(region_count) as u64 * 8;
-    (BITMAP_OFFSET + bitmap_bytes).next_multiple_of(block_size)
-}
-
-/// Synchronous I/O for a disk log, for tests and the rare paths that
-/// need no event loop: a staging buffer and the mirror's legs, which are
-/// flushed before bits that record regions clean are written.
-pub struct DeviceIo {
-    pub buf: IoBuf,
-    pub mirrors: Box<dyn Mirrors>,
-}
-
-impl DeviceIo {
-    pub fn new(mirrors: Box<dyn Mirrors>) -> Self {
-        DeviceIo {
-            buf: IoBuf::new(),
-            mirrors,
-        }
-    }
-}
 
 /// How many cleared regions a disk log tracks exactly (8 bytes each).
 pub const PENDING_CLEAR_SLOTS: usize = 32;
@@ -141,6 +96,22 @@ pub struct DiskStore {
     write_failed: bool,
     /// A cache flush failed ('F', which outranks 'D'); sticky.
     cache_flush_failed: bool,
+    /// A plain (not FUA) write that may carry marks was issued since the
+    /// last cache flush that completed: its bytes may still sit in the
+    /// device's volatile cache, so a FUA write, durable only for its own
+    /// blocks, can no longer stand in for a plan's cache flush (see
+    /// `render_batch`). A plain write of clears alone does not count: were
+    /// it lost, its regions would only stay dirty.
+    unflushed_writes: bool,
+    /// A newer log loaded this device while this one was suspended (a table
+    /// reload): this log's bits are stale for it, so it never writes it
+    /// again (see `supersede`).
+    superseded: bool,
+    /// When this log last began loading its device (CLOCK_BOOTTIME, ns; 0:
+    /// never). Kept in the state file: of two logs of one mirror on one
+    /// device, the one that loaded later is the newer table's, also across
+    /// a restart of the daemon (see `Server::take_over_device`).
+    load_stamp: u64,
     /// Failed writes and flushes since the last success.
     failures: u64,
     io: IoCounts,
@@ -174,6 +145,9 @@ impl DiskStore {
             restored: false,
             write_failed: false,
             cache_flush_failed: false,
+            unflushed_writes: false,
+            superseded: false,
+            load_stamp: 0,
             failures: 0,
             io: IoCounts::default(),
             plan: Plan::idle(),
@@ -196,6 +170,69 @@ impl DiskStore {
         } else {
             'A'
         }
+    }
+
+    /// The sticky conditions a restarted daemon must not forget (kept in
+    /// the log's state file, see `log::state`): the status character's
+    /// causes, `flush_failed` and `superseded`.
+    pub fn flags(&self) -> u32 {
+        [
+            (self.write_failed, flags::WRITE_FAILED),
+            (self.cache_flush_failed, flags::CACHE_FLUSH_FAILED),
+            (self.flush_failed, flags::LEGS_FLUSH_FAILED),
+            (self.superseded, flags::SUPERSEDED),
+        ]
+        .iter()
+        .filter(|(set, _)| *set)
+        .fold(0, |all, (_, bit)| all | bit)
+    }
+
+    /// Takes back the conditions `flags` saved (unknown bits are ignored).
+    pub fn restore_flags(&mut self, saved: u32) {
+        self.write_failed |= saved & flags::WRITE_FAILED != 0;
+        self.cache_flush_failed |= saved & flags::CACHE_FLUSH_FAILED != 0;
+        self.flush_failed |= saved & flags::LEGS_FLUSH_FAILED != 0;
+        self.superseded |= saved & flags::SUPERSEDED != 0;
+    }
+
+    pub fn load_stamp(&self) -> u64 {
+        self.load_stamp
+    }
+
+    /// Takes back the load stamp a state file kept.
+    pub fn restore_load_stamp(&mut self, stamp: u64) {
+        self.load_stamp = stamp;
+    }
+
+    /// A load of the device begins now.
+    fn stamp_load(&mut self) {
+        self.load_stamp =
+            nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).map_or(1, |t| {
+                (t.tv_sec() as u64)
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(t.tv_nsec() as u64)
+                    .max(1)
+            });
+    }
+
+    /// A newer log has loaded this device while this log was suspended
+    /// (PROTOCOL.md section 9, reload order: the old table's log gets its
+    /// DTR only after the new one's RESUME, and kmirrord may still send it
+    /// clears after its POSTSUSPEND). The newer log read the device at its
+    /// RESUME and keeps its own bits; anything this log wrote now would
+    /// put stale bits over the newer log's marks. So it drops what it had
+    /// deferred and writes nothing from now on; its clears are moot.
+    pub fn supersede(&mut self) {
+        self.superseded = true;
+        self.dirty_blocks.clear_range(0, self.dirty_blocks.len());
+        self.pending_clears.clear();
+        self.untracked_clears = false;
+        self.marks_pending = false;
+        self.restored = false;
+    }
+
+    pub fn is_superseded(&self) -> bool {
+        self.superseded
     }
 
     pub fn io_counts(&self) -> IoCounts {
@@ -248,6 +285,9 @@ impl DiskStore {
     /// needs no write.
     #[inline]
     pub fn note_change(&mut self, region: u64, marked: bool) {
+        if self.superseded {
+            return;
+        }
         if marked {
             if let Some(at) = self.pending_clears.iter().position(|&r| r == region) {
                 self.pending_clears.swap_remove(at);
@@ -278,7 +318,9 @@ impl DiskStore {
 
     /// True when changed blocks or tracked clears wait to be written.
     pub fn has_deferred_writes(&self) -> bool {
-        self.loaded && (!self.dirty_blocks.none_set() || !self.pending_clears.is_empty())
+        self.loaded
+            && !self.superseded
+            && (!self.dirty_blocks.none_set() || !self.pending_clears.is_empty())
     }
 
     /// True while a step is in flight.
@@ -298,14 +340,14 @@ impl DiskStore {
 
     /// True when a FLUSH would have device work to do.
     pub fn flush_needs_io(&self) -> bool {
-        self.marks_pending || !self.loaded
+        !self.superseded && (self.marks_pending || !self.loaded)
     }
 
     /// FLUSH: every mark must be durable before it is answered. The tracked
     /// clears stay dirty on the device (no leg flush on the write path);
     /// untracked ones go out with the marks after a leg flush.
     pub fn begin_flush(&mut self) {
-        if !self.marks_pending || !self.loaded {
+        if !self.marks_pending || !self.loaded || self.superseded {
             self.plan = Plan::done();
         } else if self.untracked_clears {
             self.begin_write_back();
@@ -319,7 +361,7 @@ impl DiskStore {
     /// legs), then flushes the device cache if marks are among them. On
     /// failure the blocks stay dirty for the next attempt.
     pub fn begin_write_back(&mut self) {
-        if !self.loaded || (!self.marks_pending && !self.has_deferred_writes()) {
+        if !self.loaded || self.superseded || (!self.marks_pending && !self.has_deferred_writes()) {
             self.plan = Plan::done();
             return;
         }
@@ -340,6 +382,7 @@ impl DiskStore {
     /// bits may record regions clean that the device still has dirty, so
     /// the legs are flushed first.
     pub fn begin_rewrite(&mut self) {
+        self.stamp_load();
         self.untracked_clears = true;
         self.begin_write_image();
     }
@@ -357,6 +400,7 @@ impl DiskStore {
     /// steps, ANDing its clean bits into the log's (`step_done`);
     /// `finish_load` then deals with the regions the device did not know.
     pub fn begin_load(&mut self, sync: SyncMode) {
+        self.stamp_load();
         self.plan = Plan::done();
         self.plan.phase = Phase::Reading;
         self.plan.sync_mode = sync;
@@ -448,9 +492,12 @@ impl DiskStore {
     /// a later write. When the plan must flush the device cache and this
     /// batch is all it writes, the writes are made durable themselves (FUA)
     /// and end the plan: one round of requests instead of writes and then a
-    /// cache flush, on the path of every marking FLUSH. A plan of several
-    /// batches keeps its cache flush, which covers them all (a FUA write
-    /// covers only itself).
+    /// cache flush, on the path of every marking FLUSH. A FUA write covers
+    /// only itself, so the plan keeps its cache flush when it writes
+    /// several batches, and when a plain write of earlier work (an idle
+    /// write-back that took marks made meanwhile, a plan that failed
+    /// part-way, a cache flush that failed) has not been covered by a cache
+    /// flush since: the marks it carried would stay volatile.
     fn render_batch(&mut self, clean: &Bitmap, sync: &Bitmap, buf: &mut [u8]) -> Option<Step> {
         let room = buf.len().min(STAGING_LEN);
         let mut spans = Spans::default();
@@ -482,10 +529,14 @@ impl DiskStore {
         }
         let durable = self.plan.device_flush
             && !self.plan.wrote
+            && !self.unflushed_writes
             && self.dirty_blocks.find_next_one(self.plan.cursor) >= self.dirty_blocks.len();
         if durable {
             self.io.flushes += 1;
             self.plan.phase = Phase::Done;
+        } else if self.plan.device_flush || self.marks_pending {
+            // Marks this plan took, or made while it runs, are in it.
+            self.unflushed_writes = true;
         }
         self.plan.wrote = true;
         self.io.writes += count as u64;
@@ -552,7 +603,7 @@ impl DiskStore {
                 }
                 self.plan_failed();
             }
-            (Step::DeviceFlush, Ok(())) => {}
+            (Step::DeviceFlush, Ok(())) => self.unflushed_writes = false,
             (Step::DeviceFlush, Err(e)) => {
                 self.cache_flush_failed = true;
                 if self.count_failure() {
@@ -677,168 +728,14 @@ impl DiskStore {
         self.restored = true;
     }
 
+    /// True while restored bits wait to be written over the device.
+    pub fn awaits_rewrite(&self) -> bool {
+        self.restored && !self.loaded
+    }
+
     /// True once after `mark_restored`.
     pub fn take_restored(&mut self) -> bool {
         std::mem::take(&mut self.restored)
-    }
-}
-
-/// Fills `out` with a disk log's image bytes at `offset` (a block boundary). A
-/// region is recorded clean only when it is clean and in sync: the
-/// kernel rebuilds the sync bits from the clean bits, so "clean on the
-/// device" must imply "in sync" (a CLEAR can reach a region that is out
-/// of sync, for instance after a restart without saved state, or just
-/// before its recovery is settled). The tracked pending clears stay
-/// dirty: no leg flush covers them (a write-back plan empties the list
-/// when it starts, after which only clears newer than its leg flush
-/// are in it).
-fn render_image(
-    pending_clears: &[u64],
-    clean: &Bitmap,
-    sync: &Bitmap,
-    offset: u64,
-    out: &mut [u8],
-) {
-    let len = out.len() as u64;
-    let header_end = BITMAP_OFFSET.min(offset + len);
-    if offset < header_end {
-        let part = &mut out[..(header_end - offset) as usize];
-        part.fill(0);
-        if offset == 0 {
-            part[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-            part[4..8].copy_from_slice(&VERSION.to_le_bytes());
-            part[8..16].copy_from_slice(&clean.len().to_le_bytes());
-        }
-    }
-    let bits_from = offset.max(BITMAP_OFFSET);
-    if bits_from < offset + len {
-        let start = (bits_from - offset) as usize;
-        clean.write_le_bytes_masked(
-            sync,
-            (bits_from - BITMAP_OFFSET) as usize,
-            &mut out[start..],
-        );
-    }
-    for &region in pending_clears {
-        let byte = BITMAP_OFFSET + region / 8;
-        if (offset..offset + len).contains(&byte) {
-            out[(byte - offset) as usize] &= !(1u8 << (region % 8));
-        }
-    }
-}
-
-/// One piece of device work a plan asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// Flush the volatile cache of every leg of the mirror.
-    LegFlush,
-    /// Write the `spans` spans of the log's batch (`DiskStore::batch`),
-    /// packed in the staging buffer, each at its device offset, all at once;
-    /// `durable`: durable when done (FUA writes), standing for the plan's
-    /// cache flush when this is the plan's only batch.
-    Write { spans: u8, durable: bool },
-    /// Flush the log device's volatile cache.
-    DeviceFlush,
-    /// Read `len` bytes at `offset` into the staging buffer.
-    Read { offset: u64, len: usize },
-}
-
-/// How many spans one write step carries: one io_submit of that many
-/// requests (the scattered blocks of a FLUSH on a large log go out
-/// together, not one after another).
-pub const MAX_WRITE_SPANS: usize = 16;
-const _: () = assert!(MAX_WRITE_SPANS <= crate::sys::aio::MAX_PER_SUBMIT);
-
-/// One transfer of a write step: `len` bytes from `buf_offset` of the
-/// staging buffer to `offset` on the device.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Span {
-    pub offset: u64,
-    pub buf_offset: usize,
-    pub len: usize,
-}
-
-/// The spans of a write step, packed one after another in the staging
-/// buffer. Each disk log keeps one in its store, which is allocated at CTR
-/// (`DirtyLog`), outside the preallocated registry and the step: a few
-/// hundred bytes that every idle log slot would otherwise hold.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Spans {
-    items: [Span; MAX_WRITE_SPANS],
-    count: usize,
-}
-
-impl Spans {
-    /// The spans, in device order.
-    pub fn as_slice(&self) -> &[Span] {
-        &self.items[..self.count]
-    }
-
-    /// Bytes of the staging buffer the spans use.
-    pub fn buf_len(&self) -> usize {
-        self.as_slice().last().map_or(0, |s| s.buf_offset + s.len)
-    }
-
-    fn is_full(&self) -> bool {
-        self.count == MAX_WRITE_SPANS
-    }
-
-    fn push(&mut self, offset: u64, len: usize) {
-        let buf_offset = self.buf_len();
-        self.items[self.count] = Span {
-            offset,
-            buf_offset,
-            len,
-        };
-        self.count += 1;
-    }
-}
-
-/// Why a step failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepError {
-    Device(Errno),
-    Legs(MirrorError),
-}
-
-impl core::fmt::Display for StepError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            StepError::Device(e) => f.write_str(e.desc()),
-            StepError::Legs(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-/// Runs a step to its end in the calling thread (the synchronous engine).
-pub fn run_step(
-    step: Step,
-    batch: &[Span],
-    device: &LogDevice,
-    buf: &mut [u8],
-    legs: Option<&LegSet>,
-    mirrors: &mut dyn Mirrors,
-) -> Result<(), StepError> {
-    let errno = |e: std::io::Error| {
-        StepError::Device(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
-    };
-    match step {
-        Step::LegFlush => match legs {
-            Some(legs) => mirrors.flush(legs).map_err(StepError::Legs),
-            None => Err(StepError::Legs(MirrorError::NotFound)),
-        },
-        Step::Write { durable, .. } => {
-            for span in batch {
-                let bytes = &buf[span.buf_offset..span.buf_offset + span.len];
-                device.write_all_at(bytes, span.offset).map_err(errno)?;
-            }
-            if durable {
-                device.sync().map_err(errno)?;
-            }
-            Ok(())
-        }
-        Step::DeviceFlush => device.sync().map_err(errno),
-        Step::Read { offset, len } => device.read_exact_at(&mut buf[..len], offset).map_err(errno),
     }
 }
 
@@ -913,73 +810,14 @@ impl Plan {
     }
 }
 
-/// Loads into `clean` the clean bits among `chunk`, the image's bytes from
-/// `offset` on (a multiple of 8).
-pub fn load_clean_bits(clean: &mut Bitmap, offset: u64, chunk: &[u8]) {
-    let bits_from = offset.max(BITMAP_OFFSET);
-    if bits_from < offset + chunk.len() as u64 {
-        let start = (bits_from - offset) as usize;
-        clean.read_le_bytes((bits_from - BITMAP_OFFSET) as usize, &chunk[start..]);
-    }
-}
-
-/// ANDs the clean bits in `chunk`, the image bytes at `offset`, into
-/// `clean`.
-fn and_clean_bits(clean: &mut Bitmap, offset: u64, chunk: &[u8]) {
-    let bits_from = offset.max(BITMAP_OFFSET);
-    if bits_from < offset + chunk.len() as u64 {
-        let start = (bits_from - offset) as usize;
-        clean.and_le_bytes((bits_from - BITMAP_OFFSET) as usize, &chunk[start..]);
-    }
-}
-
-/// Parses the header: Some(nr_regions) for a
-/// valid dm-log header, None for anything without the magic; an unknown
-/// version is an error, as in the kernel.
-pub fn parse_header(h: &[u8]) -> Result<Option<u64>, String> {
-    if h.len() < HEADER_LEN {
-        return Err(format!(
-            "{} bytes cannot hold a dm disk log header ({HEADER_LEN} bytes)",
-            h.len()
-        ));
-    }
-    let word = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
-    if word(0) != MAGIC {
-        return Ok(None);
-    }
-    let version = word(4);
-    // Version 1 is read as 2 on little-endian machines, as the kernel does.
-    if version != 1 && version != VERSION {
-        return Err(format!("unsupported on-disk log version {version}"));
-    }
-    let mut nr = [0u8; 8];
-    nr.copy_from_slice(&h[8..16]);
-    Ok(Some(u64::from_le_bytes(nr)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn image_size_matches_the_kernel() {
-        // 1024 header bytes + bitset rounded to 64 bits, rounded to the block.
-        assert_eq!(image_len(1, 512), 1536);
-        assert_eq!(image_len(4096, 512), 1536);
-        assert_eq!(image_len(4097, 512), 2048);
-        assert_eq!(image_len(1, 4096), 4096);
-        assert_eq!(image_len(16 * 1024 * 1024, 512), 1024 + 2 * 1024 * 1024);
-    }
-
-    #[test]
-    fn header_parsing() {
-        let mut h = [0u8; 16];
-        assert_eq!(parse_header(&h), Ok(None));
-        h[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-        h[4..8].copy_from_slice(&1u32.to_le_bytes());
-        h[8..16].copy_from_slice(&77u64.to_le_bytes());
-        assert_eq!(parse_header(&h), Ok(Some(77)));
-        h[4..8].copy_from_slice(&3u32.to_le_bytes());
-        assert!(parse_header(&h).is_err());
-    }
+/// Bits of `DiskStore::flags`, as a state file keeps them.
+pub mod flags {
+    /// A read or write of the log device failed (status 'D').
+    pub const WRITE_FAILED: u32 = 1;
+    /// A cache flush of the log device failed (status 'F').
+    pub const CACHE_FLUSH_FAILED: u32 = 2;
+    /// The mirror's legs could not be flushed: nothing is recorded clean.
+    pub const LEGS_FLUSH_FAILED: u32 = 4;
+    /// A newer log loaded the device: this log writes nothing to it.
+    pub const SUPERSEDED: u32 = 8;
 }
