@@ -118,7 +118,8 @@ impl Engine {
     }
 
     /// Completions wait until `FakeIo::complete` releases them; the I/O
-    /// itself is done synchronously at submission. For tests.
+    /// itself is done synchronously at submission, or not at all with
+    /// `FakeIo::deferred` (the test does it, `FakeIo::finish`). For tests.
     pub fn fake(slots: usize, fake: FakeIo) -> Self {
         Self::with(Backend::Fake(fake), slots)
     }
@@ -203,16 +204,36 @@ impl Engine {
                 return;
             }
             Backend::Fake(fake) => {
-                let result = match self.buffers.get_mut(slot, STAGING_LEN) {
-                    Some(buf) => disk::run_step(step, batch, device, buf, legs, mirrors),
-                    None => Err(StepError::Device(Errno::EBUSY)),
+                let mut state = fake.0.borrow_mut();
+                let buf = self.buffers.get_mut(slot, STAGING_LEN);
+                let (result, bytes) = match buf {
+                    // Deferred: the test's disk model does the I/O, so
+                    // only a write's bytes are taken, no leg is flushed.
+                    Some(buf) if state.deferred => {
+                        let mut bytes = Vec::new();
+                        if matches!(step, Step::Write { .. }) {
+                            for span in batch {
+                                let end = span.buf_offset + span.len;
+                                bytes.extend_from_slice(&buf[span.buf_offset..end]);
+                            }
+                        }
+                        (Ok(()), bytes)
+                    }
+                    Some(buf) => (
+                        disk::run_step(step, batch, device, buf, legs, mirrors),
+                        Vec::new(),
+                    ),
+                    None => (Err(StepError::Device(Errno::EBUSY)), Vec::new()),
                 };
-                fake.0.borrow_mut().submitted.push(FakeStep {
+                state.submitted.push(FakeStep {
                     slot,
                     step,
                     batch: batch.to_vec(),
+                    bytes,
+                    legs: legs.cloned(),
                     result,
                 });
+                drop(state);
                 self.in_flight[slot] = Some(flight);
                 self.count += 1;
                 return;
@@ -340,9 +361,14 @@ impl Engine {
             Backend::Sync => {}
             Backend::Fake(fake) => {
                 let mut state = fake.0.borrow_mut();
-                while let Some((slot, result)) = state.released.pop_front() {
+                while let Some(((slot, result), read)) = state.released.pop_front() {
                     if in_flight.get_mut(slot).and_then(Option::take).is_some() {
                         *count -= 1;
+                        if let (Some(bytes), Some(buf)) = (read, buffers.get_mut(slot, STAGING_LEN))
+                        {
+                            let len = bytes.len().min(buf.len());
+                            buf[..len].copy_from_slice(&bytes[..len]);
+                        }
                         done.push_back((slot, result));
                     }
                 }
@@ -395,6 +421,10 @@ pub struct FakeStep {
     pub slot: usize,
     pub step: Step,
     pub batch: Vec<Span>,
+    /// Deferred mode: a write's bytes, its spans' one after another.
+    pub bytes: Vec<u8>,
+    /// The legs of a leg flush.
+    pub legs: Option<LegSet>,
     pub result: Result<(), StepError>,
 }
 
@@ -403,7 +433,10 @@ pub struct FakeStep {
 pub struct FakeIoState {
     /// In submission order.
     pub submitted: Vec<FakeStep>,
-    released: VecDeque<Completion>,
+    /// Steps do no I/O: the test's model of the devices does it (`finish`).
+    deferred: bool,
+    /// Completions, with the bytes a deferred read brings.
+    released: VecDeque<(Completion, Option<Vec<u8>>)>,
 }
 
 /// The test's handle on a fake engine.
@@ -411,6 +444,34 @@ pub struct FakeIoState {
 pub struct FakeIo(pub Rc<RefCell<FakeIoState>>);
 
 impl FakeIo {
+    /// A fake engine that does no I/O at all: submission records the step
+    /// (a write's bytes, a leg flush's legs) and `finish` says how it
+    /// ended, so a test's model of the devices decides what became
+    /// durable and what a read returns.
+    pub fn deferred() -> Self {
+        let io = FakeIo::default();
+        io.0.borrow_mut().deferred = true;
+        io
+    }
+
+    /// Completes the step in flight on `slot` with `result`; a read's
+    /// bytes, `read`, go into the slot's staging buffer before the server
+    /// sees the completion. False when no step is in flight there.
+    pub fn finish(
+        &self,
+        slot: usize,
+        result: Result<(), StepError>,
+        read: Option<Vec<u8>>,
+    ) -> bool {
+        let mut state = self.0.borrow_mut();
+        let Some(at) = state.submitted.iter().position(|s| s.slot == slot) else {
+            return false;
+        };
+        state.submitted.remove(at);
+        state.released.push_back(((slot, result), read));
+        true
+    }
+
     /// The steps submitted and not yet completed, oldest first.
     pub fn pending(&self) -> Vec<(usize, Step)> {
         self.0
@@ -446,7 +507,7 @@ impl FakeIo {
         } else {
             result
         };
-        state.released.push_back((slot, result));
+        state.released.push_back(((slot, result), None));
         true
     }
 }
