@@ -123,6 +123,14 @@ impl LogDevice {
             stat::makedev(self.major, self.minor)
         }
     }
+    /// What tells this device from every other: its number for a block
+    /// device, (st_dev, st_ino) for a regular file (tests).
+    pub fn identity(&self) -> (u64, u64) {
+        match self.rdev() {
+            0 => self.file_id,
+            rdev => (rdev, u64::MAX),
+        }
+    }
     /// True when both are the same block device, or the same file.
     pub fn same_device(&self, other: &LogDevice) -> bool {
         match (self.rdev(), other.rdev()) {

@@ -50,6 +50,31 @@ mod field {
 }
 const HEADER_LEN: usize = field::LEGS + 8 * MAX_LEGS;
 
+/// The magic of a device's load record (see `StateDir::record_load`).
+const LOAD_MAGIC: &[u8; 8] = b"DMULOGL1";
+/// A load record: magic, stamp u64, luid u64, uuid length u16, uuid.
+const LOAD_RECORD_LEN: usize = 26 + MAX_UUID_LEN;
+
+/// The last log that began loading a log device, as the state directory
+/// remembers it across restarts of the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceLoad {
+    pub uuid: heapless::Vec<u8, MAX_UUID_LEN>,
+    pub luid: u64,
+    /// When it began (CLOCK_BOOTTIME ns).
+    pub stamp: u64,
+}
+
+/// "load-" and the device's identity (`LogDevice::identity`).
+fn load_file_name(device: (u64, u64)) -> heapless::String<48> {
+    let mut name = heapless::String::new();
+    let _ = core::fmt::Write::write_fmt(
+        &mut name,
+        format_args!("load-{:x}-{:x}", device.0, device.1),
+    );
+    name
+}
+
 /// Which log a state file belongs to.
 #[derive(Debug, Clone, Copy)]
 pub struct Identity<'a> {
@@ -297,6 +322,63 @@ impl StateDir {
             &stamp.to_le_bytes(),
             "the load time",
         );
+    }
+
+    /// Records that log (`uuid`, `luid`) began loading `device` at
+    /// `stamp`: a daemon restarted later tells from it whether an older
+    /// table's log, reconnected after the newer one loaded the device,
+    /// would write stale bits over it, even when the newer log is not
+    /// reconnected yet. Best effort, as the state files.
+    pub fn record_load(&self, device: (u64, u64), uuid: &[u8], luid: u64, stamp: u64) {
+        let name = load_file_name(device);
+        let mut record = [0u8; LOAD_RECORD_LEN];
+        let len = uuid.len().min(MAX_UUID_LEN);
+        record[..8].copy_from_slice(LOAD_MAGIC);
+        record[8..16].copy_from_slice(&stamp.to_le_bytes());
+        record[16..24].copy_from_slice(&luid.to_le_bytes());
+        record[24..26].copy_from_slice(&(len as u16).to_le_bytes());
+        record[26..26 + len].copy_from_slice(&uuid[..len]);
+        let written = nix::fcntl::openat(
+            &self.dir,
+            name.as_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OPEN_FLAGS,
+            Mode::S_IRUSR | Mode::S_IWUSR,
+        )
+        .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+        .and_then(|fd| File::from(fd).write_all_at(&record, 0));
+        if let Err(e) = written {
+            log::warn!("cannot record a log device's load in {name}: {e}");
+        }
+    }
+
+    /// The last load `record_load` recorded for `device`.
+    pub fn last_load(&self, device: (u64, u64)) -> Option<DeviceLoad> {
+        let name = load_file_name(device);
+        let fd = nix::fcntl::openat(
+            &self.dir,
+            name.as_str(),
+            OFlag::O_RDONLY | OPEN_FLAGS,
+            Mode::empty(),
+        )
+        .ok()?;
+        let mut record = [0u8; LOAD_RECORD_LEN];
+        File::from(fd).read_exact_at(&mut record, 0).ok()?;
+        if &record[..8] != LOAD_MAGIC {
+            return None;
+        }
+        let word = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&record[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
+        let len = usize::from(u16::from_le_bytes([record[24], record[25]])).min(MAX_UUID_LEN);
+        let mut uuid = heapless::Vec::new();
+        uuid.extend_from_slice(&record[26..26 + len]).ok()?;
+        Some(DeviceLoad {
+            uuid,
+            luid: word(16),
+            stamp: word(8),
+        })
     }
 
     /// Writes `bytes` at `at` in the header of a log's state file, if it

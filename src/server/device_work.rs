@@ -104,9 +104,11 @@ impl Server {
                 let entry = self.registry.get_mut(index);
                 entry.log.begin(work);
                 entry.working = Some(Owner::Head);
-                if loads && entry.log.load_stamp() != 0 {
+                if let Some(d) = entry.log.disk().filter(|d| loads && !d.is_superseded()) {
+                    let stamp = d.load_stamp();
+                    self.state.save_load_stamp(&entry.uuid, entry.luid, stamp);
                     self.state
-                        .save_load_stamp(&entry.uuid, entry.luid, entry.log.load_stamp());
+                        .record_load(d.device().identity(), &entry.uuid, entry.luid, stamp);
                 }
             }
             let entry = self.registry.get_mut(index);
@@ -259,22 +261,32 @@ impl Server {
     /// holds across restarts. False while a log to supersede has a step in
     /// flight, which must land before the read.
     fn take_over_device(&mut self, index: usize) -> bool {
-        let my_stamp = self.registry.get(index).log.load_stamp();
+        let mine = self.registry.get(index);
+        let my_stamp = mine.log.load_stamp();
+        // A newer log of this mirror may have loaded the device under an
+        // earlier daemon and not be reconnected yet: the device's load
+        // record tells.
+        let newer_elsewhere = mine.log.disk().is_some_and(|d| {
+            self.state
+                .last_load(d.device().identity())
+                .is_some_and(|last| {
+                    my_stamp != 0
+                        && last.stamp > my_stamp
+                        && last.luid != mine.luid
+                        && last.uuid.as_slice() == mine.uuid.as_slice()
+                })
+        });
+        if newer_elsewhere {
+            self.supersede_self(index);
+            return true;
+        }
         let mut in_flight = false;
         for other in 0..self.registry.len() {
             let Some(stamp) = self.sibling_load(index, other) else {
                 continue;
             };
             if my_stamp != 0 && stamp > my_stamp {
-                let me = self.registry.get_mut(index);
-                me.log.supersede();
-                log::info!(
-                    "log {} luid {}: a newer log of its mirror loaded its device since; it \
-                     writes nothing more to it",
-                    Uuid(&me.uuid),
-                    me.luid
-                );
-                self.persist_flags(index);
+                self.supersede_self(index);
                 return true;
             }
             let slot = self.registry.get(other).slot;
@@ -298,6 +310,20 @@ impl Server {
             self.persist_flags(other);
         }
         true
+    }
+
+    /// Log `index` belongs to an older table than a log that loaded its
+    /// device since: it writes nothing more there.
+    fn supersede_self(&mut self, index: usize) {
+        let me = self.registry.get_mut(index);
+        me.log.supersede();
+        log::info!(
+            "log {} luid {}: a newer log of its mirror loaded its device since; it writes \
+             nothing more to it",
+            Uuid(&me.uuid),
+            me.luid
+        );
+        self.persist_flags(index);
     }
 
     /// When log `other`, another log of the same mirror on the same device

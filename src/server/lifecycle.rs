@@ -132,6 +132,14 @@ impl Server {
             LogDevice::open(&number_spec(number), self.node_dir.as_fd())
         };
         let device = opened.ok()?;
+        let newer_load = self.state.last_load(device.identity()).filter(|last| {
+            last.luid != luid && last.uuid.as_slice() == uuid && last.stamp > saved.load_stamp
+        });
+        if newer_load.is_some() || saved.flags & flags::LOADED == 0 {
+            // A newer table's log loaded the device since, or this log's
+            // bits never were the device's: nothing to write.
+            return None;
+        }
         if let Some(live) = self.registry.iter().find(|e| {
             e.log.disk().is_some_and(|d| {
                 d.is_loaded() && !d.is_superseded() && d.device().same_device(&device)
