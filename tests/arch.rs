@@ -182,25 +182,7 @@ fn run_parts(arch: Arch, label: &str, parts: &[&str]) {
         ("BOOT_APPEND", append.as_str()),
     ];
     let console = support::boot(image, "parts", &disks, &dir, "console.log", &envs, 900);
-    let results: Vec<&str> = console
-        .text
-        .lines()
-        .filter(|l| l.starts_with("parts: ") && !l.starts_with("parts: ==="))
-        .collect();
-    for r in &results {
-        eprintln!("arch test {label}: {}", &r["parts: ".len()..]);
-    }
-    let every_part = parts.iter().all(|p| {
-        let line = format!("parts: {p} PASS in ");
-        results.iter().any(|r| r.starts_with(&line))
-    });
-    if console.passed() && every_part {
-        eprintln!("arch test {label}: PASS in {:.1} s", console.elapsed);
-        support::clean_up(&dir);
-        return;
-    }
-    let detail = format!("parts: {}\n", results.join("; "));
-    panic!("{}", console.failure(label, &detail, 150));
+    support::judge_parts(&console, parts, &format!("arch test {label}"), &dir);
 }
 
 // libtest starts tests in the order of their names, as many at once as the

@@ -144,29 +144,8 @@ fn run_core_set(kernel: Kernel) {
         ("BOOT_APPEND", append.as_str()),
     ];
     let console = support::boot(image, "parts", &disks, &dir, "console.log", &envs, 900);
-    let results: Vec<&str> = console
-        .text
-        .lines()
-        .filter(|l| l.starts_with("parts: ") && !l.starts_with("parts: ==="))
-        .collect();
-    for r in &results {
-        eprintln!("kernel {label}: {}", &r["parts: ".len()..]);
-    }
-    let every_part = CORE_SET.iter().all(|p| {
-        let line = format!("parts: {p} PASS in ");
-        results.iter().any(|r| r.starts_with(&line))
-    });
-    if console.passed() && every_part {
-        eprintln!(
-            "kernel {label} ({}): PASS in {:.1} s",
-            vmlinuz.display(),
-            console.elapsed
-        );
-        support::clean_up(&dir);
-        return;
-    }
-    let detail = format!("parts: {}\n", results.join("; "));
-    panic!("{}", console.failure(label, &detail, 150));
+    eprintln!("kernel {label}: {}", vmlinuz.display());
+    support::judge_parts(&console, CORE_SET, &format!("kernel {label}"), &dir);
 }
 
 /// Debian 11's 5.10: modules uncompressed under /lib/modules, virtio_pci

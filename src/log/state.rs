@@ -209,16 +209,8 @@ impl StateDir {
     /// and luid exists: what is needed to rebuild a log the kernel tears
     /// down before reconnecting it.
     pub fn saved_ctr(&self, uuid: &[u8], luid: u64) -> Option<heapless::Vec<u8, MAX_CTR_LEN>> {
-        let name = file_name(uuid, luid);
-        let fd = nix::fcntl::openat(
-            &self.dir,
-            name.as_str(),
-            OFlag::O_RDONLY | OPEN_FLAGS,
-            Mode::empty(),
-        )
-        .ok()?;
         let mut header = [0u8; HEADER_LEN];
-        File::from(fd).read_exact_at(&mut header, 0).ok()?;
+        self.read_start(file_name(uuid, luid).as_str(), &mut header)?;
         let ctr_len = len_field(&header, field::CTR_LEN).min(MAX_CTR_LEN);
         let mut ctr = heapless::Vec::new();
         ctr.extend_from_slice(&header[field::CTR..field::CTR + ctr_len])
@@ -353,16 +345,8 @@ impl StateDir {
 
     /// The last load `record_load` recorded for `device`.
     pub fn last_load(&self, device: (u64, u64)) -> Option<DeviceLoad> {
-        let name = load_file_name(device);
-        let fd = nix::fcntl::openat(
-            &self.dir,
-            name.as_str(),
-            OFlag::O_RDONLY | OPEN_FLAGS,
-            Mode::empty(),
-        )
-        .ok()?;
         let mut record = [0u8; LOAD_RECORD_LEN];
-        File::from(fd).read_exact_at(&mut record, 0).ok()?;
+        self.read_start(load_file_name(device).as_str(), &mut record)?;
         if &record[..8] != LOAD_MAGIC {
             return None;
         }
@@ -379,6 +363,14 @@ impl StateDir {
             luid: word(16),
             stamp: word(8),
         })
+    }
+
+    /// Fills `buf` from the start of file `name` of the state directory;
+    /// None when it is missing or shorter.
+    fn read_start(&self, name: &str, buf: &mut [u8]) -> Option<()> {
+        let fd = nix::fcntl::openat(&self.dir, name, OFlag::O_RDONLY | OPEN_FLAGS, Mode::empty())
+            .ok()?;
+        File::from(fd).read_exact_at(buf, 0).ok()
     }
 
     /// Writes `bytes` at `at` in the header of a log's state file, if it

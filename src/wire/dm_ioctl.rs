@@ -210,16 +210,18 @@ impl<'a> Reply<'a> {
 
     /// DM_LIST_DEVICES: the device numbers (huge-encoded dev_t) of every
     /// dm device.
-    pub fn devices(&self) -> DeviceIter<'a> {
-        DeviceIter {
-            data: self.data(),
-            at: Some(0),
-        }
+    pub fn devices(&self) -> impl Iterator<Item = u64> + 'a {
+        self.name_list().map(|(dev, _)| dev)
     }
 
     /// DM_LIST_DEVICES: each dm device's name.
-    pub fn device_names(&self) -> NameIter<'a> {
-        NameIter {
+    pub fn device_names(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.name_list().map(|(_, name)| name)
+    }
+
+    /// DM_LIST_DEVICES: each dm device's number and name.
+    fn name_list(&self) -> NameList<'a> {
+        NameList {
             data: self.data(),
             at: Some(0),
         }
@@ -244,14 +246,15 @@ impl<'a> Reply<'a> {
     }
 }
 
-pub struct DeviceIter<'a> {
+/// The records of a DM_LIST_DEVICES answer: (device number, name).
+struct NameList<'a> {
     data: &'a [u8],
     at: Option<usize>,
 }
 
-impl Iterator for DeviceIter<'_> {
-    type Item = u64;
-    fn next(&mut self) -> Option<u64> {
+impl<'a> Iterator for NameList<'a> {
+    type Item = (u64, &'a [u8]);
+    fn next(&mut self) -> Option<(u64, &'a [u8])> {
         let at = self.at?;
         if at + name_list::LEN > self.data.len() {
             self.at = None;
@@ -261,28 +264,11 @@ impl Iterator for DeviceIter<'_> {
         let next = u32_at(self.data, at + name_list::NEXT) as usize;
         self.at = (next != 0).then(|| at + next);
         // A lone record with dev 0 means "no devices".
-        if dev == 0 { self.next() } else { Some(dev) }
-    }
-}
-
-pub struct NameIter<'a> {
-    data: &'a [u8],
-    at: Option<usize>,
-}
-
-impl<'a> Iterator for NameIter<'a> {
-    type Item = &'a [u8];
-    fn next(&mut self) -> Option<&'a [u8]> {
-        let at = self.at?;
-        if at + name_list::LEN > self.data.len() {
-            self.at = None;
-            return None;
+        if dev == 0 {
+            self.next()
+        } else {
+            Some((dev, until_nul(&self.data[at + name_list::LEN..])))
         }
-        let dev = u64_at(self.data, at + name_list::DEV);
-        let next = u32_at(self.data, at + name_list::NEXT) as usize;
-        self.at = (next != 0).then(|| at + next);
-        let name = until_nul(&self.data[at + name_list::LEN..]);
-        if dev == 0 { self.next() } else { Some(name) }
     }
 }
 

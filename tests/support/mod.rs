@@ -233,3 +233,29 @@ pub fn clean_up(dir: &Path) {
         let _ = fs::remove_dir_all(dir);
     }
 }
+
+/// The verdict of a `parts` boot (tests/scenarios/parts.sh): prints each
+/// part's line as `what: ...`, then returns when the boot passed and every
+/// one of `parts` reported PASS (the directory removed), or panics with the
+/// parts' lines and the console's end.
+pub fn judge_parts(console: &Console, parts: &[&str], what: &str, dir: &Path) {
+    let results: Vec<&str> = console
+        .text
+        .lines()
+        .filter(|l| l.starts_with("parts: ") && !l.starts_with("parts: ==="))
+        .collect();
+    for r in &results {
+        eprintln!("{what}: {}", &r["parts: ".len()..]);
+    }
+    let every_part = parts.iter().all(|p| {
+        let line = format!("parts: {p} PASS in ");
+        results.iter().any(|r| r.starts_with(&line))
+    });
+    if console.passed() && every_part {
+        eprintln!("{what}: PASS in {:.1} s", console.elapsed);
+        clean_up(dir);
+        return;
+    }
+    let detail = format!("parts: {}\n", results.join("; "));
+    panic!("{}", console.failure(what, &detail, 150));
+}
