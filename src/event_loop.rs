@@ -105,13 +105,14 @@ pub fn run(server: &mut Server, socket: &ConnectorSocket, signals: &SignalFd) ->
     let mut last_request = Instant::now();
     // A SIGTERM that waits for young logs to be judged (see ExitVerdict).
     let mut exit_check: Option<Instant> = None;
+    let mut signals_left = false;
     loop {
         let idle_left = server
             .has_deferred_writes()
             .then(|| IDLE_WRITE_BACK.saturating_sub(last_request.elapsed()));
         let stall_check = server.io_in_flight().then_some(STALL_CHECK_INTERVAL);
         let exit_left = exit_check.map(|at| at.saturating_duration_since(Instant::now()));
-        let timeout = if backlog {
+        let timeout = if backlog || signals_left {
             Some(Duration::ZERO)
         } else {
             [idle_left, stall_check, exit_left]
@@ -128,7 +129,8 @@ pub fn run(server: &mut Server, socket: &ConnectorSocket, signals: &SignalFd) ->
             }
         }
         let mut readable = backlog;
-        let mut signalled = false;
+        // Signals left unread by a failed read are read again.
+        let mut signalled = std::mem::take(&mut signals_left);
         for event in events.iter() {
             match event.token() {
                 NETLINK => readable = true,
@@ -138,10 +140,13 @@ pub fn run(server: &mut Server, socket: &ConnectorSocket, signals: &SignalFd) ->
             }
         }
         if signalled {
-            match drain_signals(server, signals) {
-                Ok(Some(verdict)) => exit_check = Some(verdict),
-                Ok(None) => {}
-                Err(e) => keep_serving(server, &mut trouble, "reading signals", e)?,
+            let (exit_asked, failed) = drain_signals(server, signals);
+            if exit_asked.is_some() {
+                exit_check = exit_asked;
+            }
+            if let Some(e) = failed {
+                signals_left = true;
+                keep_serving(server, &mut trouble, "reading signals", e)?;
             }
         }
         if let Some(at) = exit_check
@@ -188,7 +193,7 @@ fn keep_serving(
     e: io::Error,
 ) -> io::Result<()> {
     trouble.loop_errors += 1;
-    if server.exit_verdict() == ExitVerdict::Exit {
+    if server.registry().is_empty() {
         return Err(e);
     }
     if trouble.loop_errors.is_power_of_two() {
@@ -361,12 +366,18 @@ fn exit_request(server: &mut Server) -> ExitRequest {
     }
 }
 
-/// Handles the signals read from the signalfd. Returns when to look again
-/// at a SIGTERM deferred for young logs; `run` exits when that look says
-/// so (at once, for a SIGTERM with no log live).
-fn drain_signals(server: &mut Server, signals: &SignalFd) -> io::Result<Option<Instant>> {
+/// Handles the signals read from the signalfd. Returns when to judge a
+/// SIGTERM or SIGINT (now; `run` exits if the judgement says so), and the
+/// error that stopped the reading, if one did (what was read before it
+/// counts all the same).
+fn drain_signals(server: &mut Server, signals: &SignalFd) -> (Option<Instant>, Option<io::Error>) {
     let mut exit_check = None;
-    while let Some(info) = signals.read_signal()? {
+    loop {
+        let info = match signals.read_signal() {
+            Ok(Some(info)) => info,
+            Ok(None) => return (exit_check, None),
+            Err(e) => return (exit_check, Some(e.into())),
+        };
         match Signal::try_from(info.ssi_signo as i32) {
             Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => exit_check = Some(Instant::now()),
             Ok(Signal::SIGUSR1) | Ok(Signal::SIGHUP) => server.log_summary(),
@@ -379,5 +390,4 @@ fn drain_signals(server: &mut Server, signals: &SignalFd) -> io::Result<Option<I
             Err(_) => {}
         }
     }
-    Ok(exit_check)
 }

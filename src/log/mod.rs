@@ -123,6 +123,9 @@ impl DirtyLog {
             }
             sync.count_ones()
         } else {
+            if let (Origin::New, Some(d)) = (origin, &mut store) {
+                d.mark_new();
+            }
             if origin == Origin::ReconnectUnknown && store.is_none() {
                 // A core log whose bits died with the previous daemon:
                 // resync everything.
@@ -554,13 +557,19 @@ impl DirtyLog {
         match work {
             Work::Flush | Work::Load => !d.is_loaded(),
             Work::Resume => !d.is_loaded() || self.suspended,
-            Work::WriteBack | Work::Postsuspend => false,
+            Work::Postsuspend => d.awaits_rewrite(),
+            Work::WriteBack => false,
         }
     }
 
     /// POSTSUSPEND came and no RESUME since.
     pub fn is_suspended(&self) -> bool {
         self.suspended
+    }
+
+    /// See `DiskStore::knows_its_life` (true for a core log).
+    pub fn knows_its_life(&self) -> bool {
+        self.disk.as_deref().is_none_or(DiskStore::knows_its_life)
     }
 
     /// See `DiskStore::supersede`.

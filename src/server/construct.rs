@@ -139,6 +139,9 @@ impl Server {
             self.state.remove(req.uuid, req.luid);
             return Err(Errno::ENOMEM);
         }
+        // A new disk log's state file says so at once (`KNOWN_LIFE`): a
+        // restarted daemon must know it even if the log never loaded.
+        self.persist_flags(self.registry.len() - 1);
         Ok(reply)
     }
 

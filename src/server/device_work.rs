@@ -280,6 +280,12 @@ impl Server {
             self.supersede_self(index);
             return true;
         }
+        // A log that never loaded and whose life is not known (the kernel
+        // reconnected it and no state file said more) may belong to the
+        // older table: it takes over only from a suspended log, which the
+        // kernel's order makes the older one, never from a live one, whose
+        // marks would then no longer be written.
+        let unknown = my_stamp == 0 && !self.registry.get(index).log.knows_its_life();
         let mut in_flight = false;
         for other in 0..self.registry.len() {
             let Some(stamp) = self.sibling_load(index, other) else {
@@ -289,6 +295,9 @@ impl Server {
                 self.supersede_self(index);
                 return true;
             }
+            if unknown && !self.registry.get(other).log.is_suspended() {
+                continue;
+            }
             let slot = self.registry.get(other).slot;
             in_flight |= slot.is_some_and(|slot| self.engine.in_flight(slot).is_some());
         }
@@ -296,7 +305,9 @@ impl Server {
             return false;
         }
         for other in 0..self.registry.len() {
-            if self.sibling_load(index, other).is_none() {
+            if self.sibling_load(index, other).is_none()
+                || unknown && !self.registry.get(other).log.is_suspended()
+            {
                 continue;
             }
             let theirs = self.registry.get_mut(other);
@@ -353,7 +364,7 @@ impl Server {
 
     /// Keeps a disk log's sticky conditions in its state file when they
     /// change.
-    fn persist_flags(&mut self, index: usize) {
+    pub(super) fn persist_flags(&mut self, index: usize) {
         let entry = self.registry.get_mut(index);
         let flags = entry.log.flags();
         if flags != entry.saved_flags {

@@ -96,8 +96,9 @@ impl Server {
                 // would make the kernel write one leg only, unmarked, of a
                 // region its device may record clean; "in sync" could
                 // send a read to a stale leg. So it loads first.
-                let log = &self.registry.get(index).log;
-                existing(log, one_region(req.data)?)?;
+                let entry = self.registry.get_mut(index);
+                existing(&entry.log, one_region(req.data)?)?;
+                entry.transient = false;
                 return self.device_work(index, kind, Work::Load, req);
             }
             _ => return self.operate_now(kind, index, req, out).map(Answer::Now),
@@ -150,9 +151,14 @@ impl Server {
             // back (see `write_back_saved`).
             entry.transient = false;
         }
-        // The sync bits are stale while a RESUME's read waits or runs.
-        let settling =
-            entry.log.loading() || entry.parked.iter().any(|p| p.kind == RequestType::Resume);
+        // The sync bits are stale while a RESUME's read waits or runs; so
+        // they are from a POSTSUSPEND on: a RESUME that reads the device
+        // may be on its way, and the kernel resets its in-sync hint before
+        // it sends one, so a full count read before the RESUME arrives but
+        // taken in by the kernel after that reset would switch resync off.
+        let settling = entry.log.loading()
+            || entry.log.is_suspended() && entry.log.disk().is_some()
+            || entry.parked.iter().any(|p| p.kind == RequestType::Resume);
         let log = &mut entry.log;
         match kind {
             // Handled by `dispatch` before a log is looked up.

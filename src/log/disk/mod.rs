@@ -114,6 +114,8 @@ pub struct DiskStore {
     load_stamp: u64,
     /// The bits became the device's once (`flags::LOADED`).
     loaded_once: bool,
+    /// This log's whole life is known (`flags::KNOWN_LIFE`).
+    known_life: bool,
     /// Failed writes and flushes since the last success.
     failures: u64,
     io: IoCounts,
@@ -151,6 +153,7 @@ impl DiskStore {
             superseded: false,
             load_stamp: 0,
             loaded_once: false,
+            known_life: false,
             failures: 0,
             io: IoCounts::default(),
             plan: Plan::idle(),
@@ -185,6 +188,7 @@ impl DiskStore {
             (self.flush_failed, flags::LEGS_FLUSH_FAILED),
             (self.superseded, flags::SUPERSEDED),
             (self.loaded_once, flags::LOADED),
+            (self.known_life, flags::KNOWN_LIFE),
         ]
         .iter()
         .filter(|(set, _)| *set)
@@ -198,6 +202,20 @@ impl DiskStore {
         self.flush_failed |= saved & flags::LEGS_FLUSH_FAILED != 0;
         self.superseded |= saved & flags::SUPERSEDED != 0;
         self.loaded_once |= saved & flags::LOADED != 0;
+        self.known_life |= saved & flags::KNOWN_LIFE != 0;
+    }
+
+    /// A log built by a table's first CTR: it knows its whole life.
+    pub fn mark_new(&mut self) {
+        self.known_life = true;
+    }
+
+    /// True when this log's whole life is known: built by a first CTR, by
+    /// this daemon or one whose state file said so. A log the kernel
+    /// reconnected with no such state may be older or newer than another
+    /// log of its mirror.
+    pub fn knows_its_life(&self) -> bool {
+        self.known_life
     }
 
     pub fn load_stamp(&self) -> u64 {
@@ -832,4 +850,7 @@ pub mod flags {
     /// they are newer than the device. Without it they are a new log's,
     /// and a restarted daemon reads the device instead.
     pub const LOADED: u32 = 16;
+    /// The log was built by its table's first CTR and its state file has
+    /// followed it since (see `DiskStore::knows_its_life`).
+    pub const KNOWN_LIFE: u32 = 32;
 }
