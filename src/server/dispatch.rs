@@ -200,7 +200,14 @@ impl Server {
             }
             RequestType::GetResyncWork => {
                 expect_empty(data)?;
-                let work = log.get_resync_work();
+                // Before a disk log has read its device (a reconnect, its
+                // RESUME still to come) its sync bits are not the device's:
+                // no work yet; the kernel asks again at its next cycle.
+                let work = if log.needs_io(Work::Load) {
+                    None
+                } else {
+                    log.get_resync_work()
+                };
                 put_u64(out, 0, u64::from(work.is_some()));
                 put_u64(out, 8, work.unwrap_or(0));
                 Ok(16)
