@@ -25,7 +25,9 @@
 //!   and restart (the `Server` dropped without cleanup, a new one over the
 //!   same state directory; AIO in flight completes), log device and leg
 //!   flush errors; a `nosync` table's resume excuses the divergence it
-//!   declares in sync (dm-log.c's disk_resume does the same).
+//!   declares in sync (dm-log.c's disk_resume does the same), and so does
+//!   a log device that failed (a NOSYNC write while its last read or write
+//!   failed: the device may keep older clean bits, as dm-log.c's does).
 //!
 //! Not modelled: a state directory lost or full (no log can keep a mark
 //! answered from memory then), logs over 12,000 regions (a plan of more
@@ -449,6 +451,11 @@ struct Mirror {
     /// legs hold (dm-log.c disk_resume does the same), until the next
     /// marked write to them.
     excused: HashSet<u64>,
+    /// A write or read of the log device failed and no write of it has
+    /// succeeded since: the device may keep older clean bits than the log
+    /// (dm-log.c's disk_resume does the same when its device fails), so
+    /// NOSYNC writes in that time are excused like a `nosync` resume's.
+    log_failed: bool,
     hot: Vec<u64>,
     tables: Vec<Table>,
     /// The table new writes go to.
@@ -768,6 +775,7 @@ impl Sim {
             busy: vec![false; count as usize],
             touched: Vec::new(),
             excused: HashSet::new(),
+            log_failed: false,
             hot,
             tables: Vec::new(),
             active: None,
@@ -1378,6 +1386,7 @@ impl Sim {
         let result = match s.step {
             Step::Write { durable, .. } => {
                 let disk = mirror.disk.as_mut().unwrap();
+                mirror.log_failed = fail;
                 if fail {
                     // Some blocks of a failed batch may have landed.
                     disk.write(&s.batch, &s.bytes, false, || rng.chance(500));
@@ -1411,6 +1420,7 @@ impl Sim {
             },
             Step::Read { offset, len } => {
                 if fail {
+                    mirror.log_failed = true;
                     Err(StepError::Device(Errno::EIO))
                 } else {
                     let disk = mirror.disk.as_ref().unwrap();
@@ -1679,6 +1689,9 @@ impl Sim {
                 generation,
                 bio: bio * 2 + u64::from(sync),
             });
+        }
+        if !sync && mirror.log_failed {
+            mirror.excused.insert(r);
         }
         self.note(format!(
             "m{m} issues write gen {generation} to region {r} ({})",
