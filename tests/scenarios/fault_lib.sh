@@ -1,7 +1,7 @@
 # Helpers for the scenarios that fail, hold and restore devices under a
-# mirror (restart_keeps_failure.sh, restart_suspend_hung_log.sh,
-# reload_after_failed_suspend.sh); sourced after /scenarios/lib.sh. Not a
-# scenario itself.
+# mirror (log_device_fails.sh, restart_keeps_failure.sh,
+# restart_suspend_hung_log.sh, reload_after_failed_suspend.sh); sourced after
+# /scenarios/lib.sh. Not a scenario itself.
 
 # table_to_error NAME: swap the table of /dev/mapper/NAME for `error` (the
 # table it had is kept for table_restore).

@@ -20,37 +20,11 @@
 # - m2 (core log) and m3 (a new disk-log mirror created during the failure)
 #   take writes and reach sync meanwhile.
 . /scenarios/lib.sh
+. /scenarios/fault_lib.sh
 
 SECTORS=65536    # 32 MiB
 REGION=1024      # 64 regions
 NR=64
-
-# fail_dev NAME: swap the linear table of /dev/mapper/NAME for `error`.
-fail_dev() {
-    dmsetup table "$1" >"/tmp/$1.table"
-    run dmsetup suspend "$1"
-    run dmsetup load "$1" --table "0 $(blockdev --getsz "/dev/mapper/$1") error"
-    run dmsetup resume "$1"
-    log "$1 ($(devnum "$1")) now fails every I/O"
-}
-
-# restore_dev NAME: put the table fail_dev saved back.
-restore_dev() {
-    run dmsetup suspend "$1"
-    run dmsetup load "$1" --table "$(cat "/tmp/$1.table")"
-    run dmsetup resume "$1"
-    log "$1 restored: $(dmsetup table "$1")"
-}
-
-# wait_log_health NAME CHAR SECONDS: until the mirror's log status ends in CHAR.
-wait_log_health() {
-    _deadline=$(( $(now_ds) + $3 * 10 ))
-    while :; do
-        case $(mirror_log_status "$1") in *" $2") return 0 ;; esac
-        [ "$(now_ds)" -lt "$_deadline" ] || fail "$1: log status '$(mirror_log_status "$1")' after $3 s, expected health $2"
-        sleep 0.2
-    done
-}
 
 start_daemon
 for m in m0 m1 m2 m3; do
@@ -80,7 +54,7 @@ l0=$!
 sleep 1
 errors=$(daemon_errors | wc -l)
 noise=$(daemon_lines | grep -c '^<1[12]>')
-fail_dev m0_log
+table_to_error m0_log
 t_fail=$(now_ds)
 run dd if=/dev/urandom of=/dev/mapper/m0 bs=4k count=1 seek=$((28 * 256)) oflag=direct >/dev/null
 wait_log_health m0 D 20
@@ -113,7 +87,7 @@ log "while m0's log device failed: $(( $(daemon_errors | wc -l) - errors )) dm-u
 [ $noise -le $((20 + 3 * secs)) ] ||
     fail "dm-ulogd wrote $noise error and warning lines to the kernel log in $secs s while m0's log device failed: $(daemon_lines | tail -2 | head -1)"
 
-restore_dev m0_log
+table_restore m0_log
 log "m0 after its device came back, before a resume: $(mirror_log_status m0)"
 run dmsetup suspend m0
 run dmsetup resume m0
@@ -135,7 +109,7 @@ _ls=$(mirror_log_status m0)
 compare_mirror m0
 
 # ---------------------------------------------------------------- m1
-fail_dev m1_log
+table_to_error m1_log
 dd if=/dev/urandom of=/dev/mapper/m1 bs=4k count=1 seek=$((20 * 256)) oflag=direct 2>/tmp/dd.m1 &
 w=$!
 wait_log_health m1 D 20
@@ -147,7 +121,7 @@ write_random /dev/mapper/m2 1 20
 write_random /dev/mapper/m0 1 20
 wait_in_sync m2 60
 wait_in_sync m0 60
-restore_dev m1_log
+table_restore m1_log
 table=$(dmsetup table m1)
 run dmsetup suspend --noflush m1
 run dmsetup load m1 --table "$table"
