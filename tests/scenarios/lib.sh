@@ -455,28 +455,31 @@ wait_in_sync() {
 # line "DS NAME X/Y" per mirror to FILE (DS: tenths of a second since boot when
 # the status came back; X/Y empty when it failed), until stop_sampling FILE.
 # A status asked while dm-ulogd is down waits in the kernel until the log is
-# reconnected.
+# reconnected, and one caught in a killed daemon's queue for the kernel's
+# 15 s timeout: each mirror has a sampler of its own, so that wait holds up
+# only that mirror's samples.
 sample_sync() {
     _f=$1
     shift
-    rm -f "$_f.stop"
-    (
-        while [ ! -f "$_f.stop" ]; do
-            for _m in "$@"; do
+    rm -f "$_f.stop" "$_f.pid"
+    for _m in "$@"; do
+        (
+            while [ ! -f "$_f.stop" ]; do
                 # Stamped when the answer came.
                 _r=$(sync_ratio "$_m")
                 echo "$(now_ds) $_m $_r"
-            done
-            sleep 0.3
-        done >>"$_f"
-    ) &
-    echo $! >"$_f.pid"
+                sleep 0.3
+            done >>"$_f"
+        ) &
+        echo $! >>"$_f.pid"
+    done
 }
 
 # stop_sampling FILE: stop sample_sync FILE and wait for it.
 stop_sampling() {
     touch "$1.stop"
-    wait "$(cat "$1.pid")" 2>/dev/null
+    # shellcheck disable=SC2046 # one pid per sampler
+    wait $(cat "$1.pid") 2>/dev/null
     rm -f "$1.pid"
 }
 
