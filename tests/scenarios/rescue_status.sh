@@ -46,10 +46,11 @@ status_ok() {
     echo "$_o"
 }
 
-# Wait until sc's two marks are in (the held writes were issued).
-deadline=$(( $(now_ds) + 100 ))
+# Wait until sc's two marks are in (the held writes were issued; under a
+# loaded host a background dd can take seconds to start).
+deadline=$(( $(now_ds) + 300 ))
 until status_ok | grep -q "^log dmulogd-rescue-sc luid [0-9]*: .* 2 dirty,"; do
-    [ "$(now_ds)" -lt "$deadline" ] || fail "sc never showed 2 dirty regions: $(status_ok)"
+    [ "$(now_ds)" -lt "$deadline" ] || fail "sc never showed 2 dirty regions in 30 s (held writes:$(for p in $held; do [ -d /proc/$p ] && printf ' %s %s' "$p" "$(sed -n 's/^State:[[:space:]]*//p' /proc/$p/status)" || printf ' %s gone' "$p"; done)): $(status_ok | tr '\n' ';')"
     sleep 0.1
 done
 
