@@ -1585,9 +1585,6 @@ impl Sim {
                             cycle,
                         });
                     }
-                    if !bios {
-                        // (cannot happen: marks come with writes)
-                    }
                 }
             } else {
                 for chunk in marks.chunks(GROUP) {

@@ -288,7 +288,7 @@ impl Server {
         let unknown = my_stamp == 0 && !self.registry.get(index).log.knows_its_life();
         let mut in_flight = false;
         for other in 0..self.registry.len() {
-            let Some(stamp) = self.sibling_load(index, other) else {
+            let Some(stamp) = self.sibling_load(index, other, true) else {
                 continue;
             };
             if my_stamp != 0 && stamp > my_stamp {
@@ -305,7 +305,7 @@ impl Server {
             return false;
         }
         for other in 0..self.registry.len() {
-            if self.sibling_load(index, other).is_none()
+            if self.sibling_load(index, other, false).is_none()
                 || unknown && !self.registry.get(other).log.is_suspended()
             {
                 continue;
@@ -341,8 +341,9 @@ impl Server {
     /// as log `index` and not superseded, last loaded it; None for any
     /// other log, and for one that never loaded the device (a newer table
     /// still to resume, or a failed load: it wrote nothing there). A log
-    /// of another mirror on the same device is an error, logged.
-    fn sibling_load(&self, index: usize, other: usize) -> Option<u64> {
+    /// of another mirror on the same device is an error, logged when
+    /// `report` (once per take-over, whose second pass asks again).
+    fn sibling_load(&self, index: usize, other: usize, report: bool) -> Option<u64> {
         let (mine, theirs) = (self.registry.get(index), self.registry.get(other));
         let (a, b) = (mine.log.disk()?, theirs.log.disk()?);
         let stamp = theirs.log.load_stamp();
@@ -351,6 +352,9 @@ impl Server {
             return None;
         }
         if theirs.uuid != mine.uuid {
+            if !report {
+                return None;
+            }
             log::error!(
                 "log {}: its log device is also that of log {}: two mirrors must not share a \
                  log device, and neither log's bits can be trusted",

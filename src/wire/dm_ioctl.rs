@@ -365,15 +365,21 @@ mod tests {
         assert!(buf[HEADER_LEN..].iter().all(|&b| b == 0xff));
     }
 
-    #[test]
-    fn device_list() {
-        // Two records: "a" at 0 (next 24), "bb" at 24 (next 0).
+    /// A DM_LIST_DEVICES answer of two records: "a" (253:1) at 0 (next 24),
+    /// "bb" (253:2) at 24 (next 0).
+    fn two_devices() -> Vec<u8> {
         let mut data = vec![0u8; 48];
         put_u64(&mut data, 0, 0xfd00001);
         put_u32(&mut data, 8, 24);
         data[12] = b'a';
         put_u64(&mut data, 24, 0xfd00002);
         data[36..38].copy_from_slice(b"bb");
+        data
+    }
+
+    #[test]
+    fn device_list() {
+        let data = two_devices();
         let buf = reply_with(&data, 0);
         let reply = Reply::new_checked(&buf).unwrap();
         assert_eq!(reply.devices().collect::<Vec<_>>(), [0xfd00001, 0xfd00002]);
@@ -476,12 +482,7 @@ mod tests {
 
     #[test]
     fn reply_header_and_names() {
-        let mut data = vec![0u8; 48];
-        put_u64(&mut data, 0, 0xfd00001);
-        put_u32(&mut data, 8, 24);
-        data[12] = b'a';
-        put_u64(&mut data, 24, 0xfd00002);
-        data[36..38].copy_from_slice(b"bb");
+        let data = two_devices();
         let mut buf = reply_with(&data, 0);
         emit_named_request(&mut buf[..HEADER_LEN], 0, "m", "DMULOGD-m", 0).unwrap();
         put_u32(&mut buf, field::DATA_SIZE, (HEADER_LEN + 48) as u32);
